@@ -1,0 +1,45 @@
+"""Video data: the built-in moving-digits dataset, EPIC-KITCHENS-100 annotations, decoding and loaders.
+
+Names are imported on first use, so that ``python -m vivit.data.moving_digits`` neither imports Lightning
+nor finds its module already imported by this package (runpy warns about that).
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vivit.data.datamodule import Batch, VideoClipDataset, VideoDataModule, VideoRecord
+    from vivit.data.decoding import VideoDecodeError, decode_frames
+    from vivit.data.epic_kitchens import read_class_names, read_epic_kitchens_100
+    from vivit.data.moving_digits import generate_moving_digits
+
+_EXPORTS = {
+    "Batch": "datamodule",
+    "VideoClipDataset": "datamodule",
+    "VideoDataModule": "datamodule",
+    "VideoRecord": "datamodule",
+    "VideoDecodeError": "decoding",
+    "decode_frames": "decoding",
+    "read_class_names": "epic_kitchens",
+    "read_epic_kitchens_100": "epic_kitchens",
+    "generate_moving_digits": "moving_digits",
+}
+__all__ = [
+    "Batch",
+    "VideoClipDataset",
+    "VideoDataModule",
+    "VideoDecodeError",
+    "VideoRecord",
+    "decode_frames",
+    "generate_moving_digits",
+    "read_class_names",
+    "read_epic_kitchens_100",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"vivit.data.{_EXPORTS[name]}"), name)

@@ -1,0 +1,207 @@
+"""Clips from annotated video segments, batched for the ViViT models."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypedDict
+
+import torch
+from lightning import LightningDataModule
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from vivit.data.decoding import VideoDecodeError, decode_frames
+from vivit.data.sampling import clip_indices
+from vivit.data.transforms import clip_transform
+
+log = logging.getLogger(__name__)
+
+MAX_TRIES = 10  # training: decode attempts (the first video, then random others) before giving up
+
+
+@dataclass(frozen=True)
+class VideoRecord:
+    """One labelled segment: frames ``start`` (0-based) to ``stop`` (exclusive) of the file at ``path``."""
+
+    path: Path
+    start: int
+    stop: int
+    labels: dict[str, int]  # label set -> class id, e.g. {"verb": 3, "noun": 7}
+    name: str  # e.g. the EPIC narration_id, for messages
+
+
+class Batch(TypedDict):
+    """What the loaders yield (pytorchvideo-style dict)."""
+
+    video: Tensor  # (B, C, T, H, W) float32, normalised
+    label: Tensor  # (B,) int64 with one head; (B, len(heads)) int64, columns in heads order, otherwise
+    index: Tensor  # (B,) int64 position of the record in its split (after any training replacement)
+
+
+class VideoClipDataset(Dataset):
+    """Map-style dataset: item ``i`` is one clip of record ``i``.
+
+    Training draws a random clip offset per call and replaces an undecodable video with a random other
+    one (bounded, logged). Evaluation takes the centre clip and raises on a bad video: swapping would
+    silently change what is being evaluated.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[VideoRecord],
+        num_frames: int,
+        stride: int,
+        transform: Callable[[Tensor], Tensor],
+        train: bool,
+        heads: Sequence[str],
+    ) -> None:
+        self.records = list(records)
+        self.num_frames, self.stride = num_frames, stride
+        self.transform, self.train, self.heads = transform, train, list(heads)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        failed = []
+        for _ in range(MAX_TRIES if self.train else 1):
+            try:
+                return self._load(index)
+            except VideoDecodeError as error:
+                if not self.train:
+                    raise
+                log.warning("%s; using another random training video", error)
+                failed.append(str(error.path))
+                # torch's generator: seeded per DataLoader worker, so workers draw different replacements.
+                index = int(torch.randint(len(self.records), ()).item())
+        raise RuntimeError(f"{MAX_TRIES} training videos in a row failed to decode: {', '.join(failed)}")
+
+    def _load(self, index: int) -> dict[str, Tensor]:
+        record = self.records[index]
+        offset = float(torch.rand(()).item()) if self.train else "centre"
+        indices = clip_indices(record.stop - record.start, self.num_frames, self.stride, offset=offset)
+        frames = decode_frames(record.path, [record.start + i for i in indices])  # (T, H, W, 3) uint8
+        labels = [record.labels[head] for head in self.heads]
+        return {
+            "video": self.transform(frames),  # (C, T, H, W)
+            "label": torch.tensor(labels[0] if len(labels) == 1 else labels, dtype=torch.int64),
+            "index": torch.tensor(index, dtype=torch.int64),
+        }
+
+
+class VideoDataModule(LightningDataModule):
+    """Train/val/test loaders of fixed-length clips for any dataset with an ``annotations`` reader.
+
+    ``annotations(root, split)`` returns the records of "train", "val" or "test". ``heads`` maps label-set
+    name to class count, e.g. ``{"verb": 6}`` or ``{"verb": 97, "noun": 300}``; ``num_classes`` (the total
+    number of logits, read by the model config) must equal their sum. ``generate(root)``, when given,
+    creates the dataset in ``prepare_data`` (the built-in one skips this when it is already there).
+    Batches are :class:`Batch` dicts.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        annotations: Callable[[Path, str], list[VideoRecord]],
+        heads: dict[str, int],
+        num_frames: int,
+        stride: int = 1,
+        crop_size: int = 224,
+        min_resize: int | None = None,
+        hflip_prob: float = 0.5,
+        mean: Sequence[float] = (0.5, 0.5, 0.5),
+        std: Sequence[float] = (0.5, 0.5, 0.5),
+        batch_size: int = 8,
+        num_workers: int = 0,
+        generate: Callable[[Path], None] | None = None,
+        num_classes: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.root = Path(root)
+        self.heads = {str(k): int(v) for k, v in dict(heads).items()}  # also turns a Hydra DictConfig into a dict
+        if not self.root.exists() and generate is None:
+            raise ValueError(
+                f"data.root={root} does not exist: set data.root to the dataset directory "
+                "(or give data.generate to create it)"
+            )
+        if not self.heads or min(self.heads.values()) < 1:
+            raise ValueError(f"data.heads must map each label set to a class count >= 1, got {self.heads}")
+        if num_classes is not None and num_classes != sum(self.heads.values()):
+            raise ValueError(f"data.num_classes={num_classes} must equal the sum of data.heads={self.heads}")
+        for key, value in (
+            ("num_frames", num_frames),
+            ("stride", stride),
+            ("crop_size", crop_size),
+            ("batch_size", batch_size),
+        ):
+            if value < 1:
+                raise ValueError(f"data.{key} must be >= 1, got {value}")
+        if num_workers < 0:
+            raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
+        if not 0.0 <= hflip_prob <= 1.0:
+            raise ValueError(f"data.hflip_prob must be in [0, 1], got {hflip_prob}")
+        self.annotations, self.generate = annotations, generate
+        self.num_classes = sum(self.heads.values())
+        self.num_frames, self.stride = num_frames, stride
+        self.crop_size, self.min_resize, self.hflip_prob = crop_size, min_resize, hflip_prob
+        self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.datasets: dict[str, VideoClipDataset] = {}
+
+    @property
+    def class_names(self) -> dict[str, list[str]]:
+        """Class names per head, for printing predictions (EPIC-format roots)."""
+        from vivit.data.epic_kitchens import read_class_names
+
+        names = read_class_names(self.root)
+        return {head: names[head] for head in self.heads}
+
+    def prepare_data(self) -> None:
+        if self.generate is not None:
+            self.generate(self.root)
+
+    def setup(self, stage: str | None = None) -> None:
+        splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+        for split in splits[stage] if stage else ("train", "val", "test"):
+            if split in self.datasets:
+                continue
+            train = split == "train"
+            transform = clip_transform(
+                train,
+                crop_size=self.crop_size,
+                min_resize=self.min_resize,
+                hflip_prob=self.hflip_prob,
+                mean=self.mean,
+                std=self.std,
+            )
+            records = self.annotations(self.root, split)
+            self.datasets[split] = VideoClipDataset(records, self.num_frames, self.stride, transform, train, self.heads)
+
+    def _loader(self, split: str) -> DataLoader:
+        if split not in self.datasets:
+            raise RuntimeError(f"no {split!r} dataset: call setup() for the matching stage first")
+        train = split == "train"
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.batch_size,
+            shuffle=train,
+            drop_last=train,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test")

@@ -1,0 +1,277 @@
+"""The four ViViT variants (Arnab et al., ICCV 2021, §3.3).
+
+Every variant takes a built tokeniser and returns logits:
+
+    video (B, C, T, H, W) ──tokeniser──> (B, t, s, D) ──+pos──> encoder(s) ──norm──> pool ──head──> (B, K)
+
+- ``SpatioTemporal`` (Model 1): one encoder over all n = t·s tokens (+ CLS).
+- ``FactorisedEncoder`` (Model 2): a spatial encoder shared by all frames (CLS per frame), then a
+  temporal encoder over the t frame embeddings; ``temporal_depth=0`` averages them instead.
+- ``FactorisedSelfAttention`` (Model 3): each block runs spatial MSA, temporal MSA, MLP; no CLS.
+- ``FactorisedDotProduct`` (Model 4): Model 1's parameters, half of the heads over space and
+  half over time; no CLS.
+
+Initialisation follows the official code where it is stated there: CLS tokens and the
+classifier kernel start at zero, linear kernels and positional embeddings ~ TruncNormal(0.02).
+The stochastic-depth rate ramps linearly from 0 at the first block to ``drop_path_rate`` at
+the last one, restarting in each encoder of Model 2 (as in the official code).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from vivit.models.layers import Block, FactorisedDotProductAttention, FactorisedSelfAttentionBlock
+from vivit.models.tokenisers import VideoTokeniser
+
+__all__ = [
+    "FactorisedDotProduct",
+    "FactorisedEncoder",
+    "FactorisedSelfAttention",
+    "SpatioTemporal",
+    "VideoTransformer",
+]
+
+Pool = Literal["cls", "mean"]
+
+
+def drop_path_rates(rate: float, depth: int) -> list[float]:
+    """Linear ramp 0 → rate over the blocks of one encoder."""
+    return [rate * i / (depth - 1) for i in range(depth)] if depth > 1 else [rate] * depth
+
+
+def init_weights(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+class VideoTransformer(nn.Module):
+    """What all variants share: tokeniser, final norm, pooling, classifier head, checks.
+
+    Subclasses build ``blocks``, the positional embedding(s), and ``forward_features``:
+    (B, C, T, H, W) -> final normalised tokens (B, [1+]n, D).
+    """
+
+    pools: tuple[str, ...] = ("cls", "mean")
+
+    def __init__(
+        self,
+        tokeniser: VideoTokeniser,
+        num_classes: int,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        pool: Pool = "cls",
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__
+        if pool not in self.pools:
+            fix = "set model.net.pool=mean" if self.pools == ("mean",) else f"choose one of {list(self.pools)}"
+            raise ValueError(
+                f"{name} supports pool in {list(self.pools)} only, got pool={pool!r}: {fix}"
+                + (" (it has no CLS token, ViViT §3.3)" if self.pools == ("mean",) else "")
+            )
+        if tokeniser.embed_dim != embed_dim:
+            raise ValueError(
+                f"{name}: tokeniser.embed_dim={tokeniser.embed_dim} differs from embed_dim={embed_dim}"
+            )
+        if embed_dim % num_heads:
+            raise ValueError(f"{name}: embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
+        if num_classes < 1:
+            raise ValueError(f"{name}: num_classes must be positive, got {num_classes}")
+        self.tokeniser = tokeniser
+        self.num_classes = num_classes
+        self.embed_dim = embed_dim
+        self.pool = pool
+        self.block_kwargs = dict(
+            dim=embed_dim,
+            num_heads=num_heads,
+            mlp_ratio=mlp_ratio,
+            qkv_bias=qkv_bias,
+            proj_drop=drop_rate,
+            attn_drop=attn_drop_rate,
+        )
+        self.pos_drop = nn.Dropout(drop_rate)
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(embed_dim, num_classes)
+
+    def init_weights(self) -> None:
+        self.apply(init_weights)
+        for name, param in self.named_parameters():
+            if name.endswith("pos_embed"):
+                nn.init.trunc_normal_(param, std=0.02)
+            elif name.endswith("cls_token"):
+                nn.init.zeros_(param)
+        nn.init.zeros_(self.head.weight)  # the official code zero-initialises the classifier kernel
+        nn.init.zeros_(self.head.bias)
+
+    def no_weight_decay(self) -> set[str]:
+        """Embedding parameters exempt from weight decay (norms and biases are exempt by rank)."""
+        return {n for n, _ in self.named_parameters() if n.endswith(("pos_embed", "cls_token"))}
+
+    def pool_tokens(self, x: Tensor) -> Tensor:
+        """(B, [1+]n, D) -> (B, D): the CLS token, or the mean of all tokens."""
+        return x[:, 0] if self.pool == "cls" else x.mean(dim=1)
+
+    def forward_head(self, x: Tensor) -> Tensor:
+        return self.head(self.head_drop(self.pool_tokens(x)))  # (B, K)
+
+    def forward(self, video: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(video))
+
+    def prepend_cls(self, x: Tensor, cls_token: Tensor | None) -> Tensor:
+        """(B, n, D) -> (B, 1+n, D) when a CLS token is used."""
+        return x if cls_token is None else torch.cat([cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+
+
+class SpatioTemporal(VideoTransformer):
+    """Model 1: spatio-temporal attention over all tokens.
+
+    Shapes: tokens (B, t, s, D) -> flattened time-major (B, 1+n, D), n = t·s; pos_embed (1, 1+n, D).
+    """
+
+    def __init__(self, tokeniser: VideoTokeniser, num_classes: int, depth: int = 12, drop_path_rate: float = 0.0, **kwargs) -> None:
+        super().__init__(tokeniser, num_classes, depth=depth, drop_path_rate=drop_path_rate, **kwargs)
+        n = tokeniser.num_frames * tokeniser.num_spatial
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dim)) if self.pool == "cls" else None
+        self.pos_embed = nn.Parameter(torch.zeros(1, n + (self.pool == "cls"), self.embed_dim))
+        self.blocks = nn.Sequential(
+            *(Block(**self.block_kwargs, drop_path=r) for r in drop_path_rates(drop_path_rate, depth))
+        )
+        self.init_weights()
+
+    def forward_features(self, video: Tensor) -> Tensor:
+        x = rearrange(self.tokeniser(video), "b t s d -> b (t s) d")
+        x = self.pos_drop(self.prepend_cls(x, self.cls_token) + self.pos_embed)  # (B, 1+n, D)
+        return self.norm(self.blocks(x))
+
+
+class FactorisedDotProduct(VideoTransformer):
+    """Model 4: Model 1's blocks and parameters, with factorised dot-product attention.
+
+    Shapes: tokens stay (B, t, s, D) through the blocks; pos_embed (1, n, D); global average pool.
+    """
+
+    pools = ("mean",)
+
+    def __init__(self, tokeniser: VideoTokeniser, num_classes: int, depth: int = 12, drop_path_rate: float = 0.0, pool: Pool = "mean", **kwargs) -> None:
+        super().__init__(tokeniser, num_classes, depth=depth, drop_path_rate=drop_path_rate, pool=pool, **kwargs)
+        n = tokeniser.num_frames * tokeniser.num_spatial
+        self.pos_embed = nn.Parameter(torch.zeros(1, n, self.embed_dim))
+        self.blocks = nn.Sequential(
+            *(
+                Block(**self.block_kwargs, drop_path=r, attn_layer=FactorisedDotProductAttention)
+                for r in drop_path_rates(drop_path_rate, depth)
+            )
+        )
+        self.init_weights()
+
+    def forward_features(self, video: Tensor) -> Tensor:
+        x = self.tokeniser(video)  # (B, t, s, D)
+        x = self.pos_drop(x + self.pos_embed.view(1, *x.shape[1:]))
+        return self.norm(rearrange(self.blocks(x), "b t s d -> b (t s) d"))
+
+
+class FactorisedSelfAttention(VideoTransformer):
+    """Model 3: factorised self-attention blocks (spatial MSA → temporal MSA → MLP).
+
+    Shapes: tokens stay (B, t, s, D) through the blocks; pos_embed (1, n, D); global average pool.
+    """
+
+    pools = ("mean",)
+
+    def __init__(self, tokeniser: VideoTokeniser, num_classes: int, depth: int = 12, drop_path_rate: float = 0.0, pool: Pool = "mean", **kwargs) -> None:
+        super().__init__(tokeniser, num_classes, depth=depth, drop_path_rate=drop_path_rate, pool=pool, **kwargs)
+        n = tokeniser.num_frames * tokeniser.num_spatial
+        self.pos_embed = nn.Parameter(torch.zeros(1, n, self.embed_dim))
+        self.blocks = nn.Sequential(
+            *(
+                FactorisedSelfAttentionBlock(**self.block_kwargs, drop_path=r)
+                for r in drop_path_rates(drop_path_rate, depth)
+            )
+        )
+        self.init_weights()
+
+    def forward_features(self, video: Tensor) -> Tensor:
+        x = self.tokeniser(video)  # (B, t, s, D)
+        x = self.pos_drop(x + self.pos_embed.view(1, *x.shape[1:]))
+        return self.norm(rearrange(self.blocks(x), "b t s d -> b (t s) d"))
+
+
+class TemporalEncoder(nn.Module):
+    """Model 2's temporal encoder over frame embeddings: (B, t, D) -> (B, [1+]t, D)."""
+
+    def __init__(self, num_frames: int, depth: int, use_cls: bool, drop_path_rate: float, block_kwargs: dict) -> None:
+        super().__init__()
+        dim = block_kwargs["dim"]
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if use_cls else None
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_frames + use_cls, dim))
+        self.blocks = nn.Sequential(*(Block(**block_kwargs, drop_path=r) for r in drop_path_rates(drop_path_rate, depth)))
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+
+
+class FactorisedEncoder(VideoTransformer):
+    """Model 2: factorised encoder ("late fusion").
+
+    The spatial encoder (``blocks``, ``norm``, ``cls_token``, ``pos_embed`` of shape (1, 1+s, D),
+    shared by all frames) runs on each frame; its CLS output (or mean) is the frame embedding h_i.
+    The temporal encoder (``temporal.*``, ``temporal_depth`` blocks, own CLS and positional
+    embedding of shape (1, 1+t, D)) runs over H = [h_1 … h_t]. With ``temporal_depth=0`` there is
+    no temporal encoder: the frame embeddings are averaged (the paper's average-pool baseline).
+
+    Shapes: tokens (B, t, s, D) -> (B·t, 1+s, D) -> frames (B, t, D) -> (B, 1+t, D).
+    """
+
+    def __init__(
+        self,
+        tokeniser: VideoTokeniser,
+        num_classes: int,
+        depth: int = 12,
+        temporal_depth: int = 4,
+        drop_path_rate: float = 0.0,
+        **kwargs,
+    ) -> None:
+        super().__init__(tokeniser, num_classes, depth=depth, drop_path_rate=drop_path_rate, **kwargs)
+        if temporal_depth < 0:
+            raise ValueError(f"FactorisedEncoder: temporal_depth must be >= 0, got {temporal_depth}")
+        use_cls = self.pool == "cls"
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dim)) if use_cls else None
+        self.pos_embed = nn.Parameter(torch.zeros(1, tokeniser.num_spatial + use_cls, self.embed_dim))
+        self.blocks = nn.Sequential(
+            *(Block(**self.block_kwargs, drop_path=r) for r in drop_path_rates(drop_path_rate, depth))
+        )
+        self.temporal = (
+            TemporalEncoder(tokeniser.num_frames, temporal_depth, use_cls, drop_path_rate, self.block_kwargs)
+            if temporal_depth > 0
+            else None
+        )
+        self.init_weights()
+
+    def forward_features(self, video: Tensor) -> Tensor:
+        x = self.tokeniser(video)  # (B, t, s, D)
+        B, t = x.shape[:2]
+        x = rearrange(x, "b t s d -> (b t) s d")
+        x = self.pos_drop(self.prepend_cls(x, self.cls_token) + self.pos_embed)  # (B·t, 1+s, D)
+        x = self.norm(self.blocks(x))
+        frames = rearrange(self.pool_tokens(x), "(b t) d -> b t d", b=B)  # h_i: (B, t, D)
+        if self.temporal is None:
+            return frames  # pooled by forward_head's mean: the average-pool baseline
+        x = self.prepend_cls(frames, self.temporal.cls_token) + self.temporal.pos_embed  # (B, 1+t, D)
+        return self.temporal.norm(self.temporal.blocks(x))
+
+    def forward_head(self, x: Tensor) -> Tensor:
+        if self.temporal is None:
+            return self.head(self.head_drop(x.mean(dim=1)))  # average-pool baseline over (B, t, D)
+        return super().forward_head(x)

@@ -1,0 +1,141 @@
+"""Wiring from a composed config to a run: the only module that calls Hydra's ``instantiate``.
+
+``train(cfg)`` builds data → model → init → callbacks → loggers → trainer, fits, tests the best
+checkpoint and prints where everything went. ``evaluate(cfg)`` rebuilds a run from the config
+stored inside its checkpoint and tests it.
+"""
+
+from __future__ import annotations
+
+import logging
+import netrc
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+CONFIG_KEY = "vivit_config"  # where a checkpoint keeps the resolved run config
+
+
+class SaveConfigInCheckpoint(Callback):
+    """Stores the resolved run config in every checkpoint, so that a checkpoint alone can be evaluated."""
+
+    def __init__(self, config: dict) -> None:
+        self.config = config
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        checkpoint[CONFIG_KEY] = self.config
+
+
+def wandb_has_api_key() -> bool:
+    """True when W&B can go online without a prompt: WANDB_API_KEY or a `wandb login` entry."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False
+
+
+def instantiate_loggers(cfg: DictConfig | None) -> list[Any]:
+    loggers = []
+    for name, node in (cfg or {}).items():
+        if not isinstance(node, DictConfig) or "_target_" not in node:
+            continue
+        if node._target_.endswith("WandbLogger") and node.get("offline") is None:
+            node = OmegaConf.merge(node, {"offline": not wandb_has_api_key()})
+            log.info("logger %s: W&B %s", name, "offline" if node.offline else "online")
+        loggers.append(instantiate(node))
+    return loggers
+
+
+def instantiate_callbacks(cfg: DictConfig | None) -> list[Callback]:
+    return [instantiate(node) for node in (cfg or {}).values() if isinstance(node, DictConfig) and "_target_" in node]
+
+
+def run_axes(cfg: DictConfig) -> dict[str, Any]:
+    """The choices that identify a run (for logger config, tags and grouping)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    axes = {k: choices.get(k) for k in ("data", "model", "tokeniser", "backbone", "init", "regularisation", "optimizer")}
+    return {**axes, "seed": cfg.get("seed")}
+
+
+def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule]:
+    """Data module and model from their config nodes: every construction-time check runs here."""
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model)
+    return datamodule, model
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit and test one run; returns the final metrics (validation and test)."""
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    datamodule, model = build(cfg)
+    if cfg.get("ckpt_path") is None and "_target_" in cfg.get("init", {}):
+        report = instantiate(cfg.init)(model.net)
+        log.info("initialisation: %s", report)
+
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    callbacks = [*instantiate_callbacks(cfg.get("callbacks")), SaveConfigInCheckpoint(resolved)]
+    loggers = instantiate_loggers(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for logger in trainer.loggers:
+        logger.log_hyperparams({**resolved, "axes": run_axes(cfg)})
+
+    if cfg.get("train", True):
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if cfg.get("test", True):
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+    summarise(trainer, metrics, best)
+    return metrics
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Test a checkpoint, rebuilding its model and data from the config saved inside it."""
+    path = Path(cfg.ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt_path={str(path)!r} is not a file")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if CONFIG_KEY not in checkpoint:
+        raise ValueError(f"{path} holds no run config ({CONFIG_KEY!r}); it was not written by src/train.py")
+    run_cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
+    overrides = {k: v for k, v in (cfg.get("data") or {}).items() if v is not None}
+    run_cfg.data = OmegaConf.merge(run_cfg.data, overrides)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    datamodule, model = build(run_cfg)
+    loggers = instantiate_loggers(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False)
+    trainer.test(model, datamodule=datamodule, ckpt_path=str(path), weights_only=True)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    summarise(trainer, metrics, str(path))
+    return metrics
+
+
+@rank_zero_only
+def summarise(trainer: L.Trainer, metrics: dict[str, float], checkpoint: str) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    out = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(trainer.default_root_dir)
+    lines = ["", "Summary"]
+    lines += [f"  {k:<28} {v:.4f}" for k, v in sorted(metrics.items()) if not k.endswith("_step")]
+    lines += [
+        f"  checkpoint: {checkpoint or '(none saved)'}",
+        f"  config:     {out / '.hydra' / 'config.yaml'}",
+        f"  logs:       {out}",
+    ]
+    print("\n".join(lines))

@@ -1,0 +1,142 @@
+"""One LightningModule for every ViViT variant: loss, metrics, optimiser and schedule.
+
+It receives the built network and optimiser/scheduler factories; it never reads Hydra config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+from lightning import LightningModule
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+__all__ = ["VideoClassifier", "param_groups"]
+
+OptimizerFactory = Callable[..., Optimizer]
+SchedulerFactory = Callable[..., LRScheduler]
+
+
+def param_groups(net: nn.Module) -> list[dict]:
+    """Two groups: weight matrices/kernels, which take the optimiser's weight decay, and norms,
+    biases and embeddings (``net.no_weight_decay()``), which take none."""
+    skip = net.no_weight_decay() if hasattr(net, "no_weight_decay") else set()
+    decay, no_decay = [], []
+    for name, param in net.named_parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim <= 1 or name in skip else decay).append(param)
+    return [
+        {"params": decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+class VideoClassifier(LightningModule):
+    """Video classification with one or more label sets ("heads") on a single network.
+
+    The network's K logits are split by ``heads`` (e.g. ``{"verb": 97, "noun": 300}``) in order.
+    With one head the batch's ``label`` is (B,); with several it is (B, len(heads)) and the loss is
+    the unweighted mean of the per-head cross-entropies (as in ViViT's EPIC-Kitchens model).
+    Per-head metrics are prefixed (``verb_acc_top1``); ``acc_top1`` is then the action accuracy,
+    which counts a clip as right only when every head is right.
+
+    Args:
+        net: a ViViT variant, (B, C, T, H, W) -> (B, K).
+        optimizer: ``optimizer(param_groups)`` -> Optimizer; its ``weight_decay`` applies to
+            weight matrices only.
+        scheduler: ``scheduler(optimizer, total_steps=..., steps_per_epoch=...)`` -> a per-step
+            LR scheduler, or None for a constant rate.
+        heads: label-set name -> class count; defaults to one head of ``net.num_classes``.
+        label_smoothing: λ of ViViT Eq. 11, per head.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        heads: Mapping[str, int] | None = None,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.heads = dict(heads) if heads else {"label": net.num_classes}
+        if sum(self.heads.values()) != net.num_classes:
+            raise ValueError(
+                f"the heads {self.heads} need {sum(self.heads.values())} logits but the network has "
+                f"num_classes={net.num_classes}; make model.net.num_classes equal data.num_classes"
+            )
+        self.label_smoothing = label_smoothing
+        # One metric set and one mean loss per stage ("train" itself is taken by nn.Module.train).
+        self.train_metrics, self.val_metrics, self.test_metrics = (self.make_metrics() for _ in range(3))
+        self.train_loss, self.val_loss, self.test_loss = (MeanMetric() for _ in range(3))
+
+    def make_metrics(self) -> MetricCollection:
+        metrics: dict[str, nn.Module] = {}
+        for head, k in self.heads.items():
+            prefix = "" if len(self.heads) == 1 else f"{head}_"
+            metrics[f"{prefix}acc_top1"] = MulticlassAccuracy(k, top_k=1, average="micro")
+            if k > 5:
+                metrics[f"{prefix}acc_top5"] = MulticlassAccuracy(k, top_k=5, average="micro")
+        if len(self.heads) > 1:
+            metrics["acc_top1"] = MeanMetric()  # the whole label (action): every head right
+        return MetricCollection(metrics)
+
+    def forward(self, video: Tensor) -> Tensor:
+        return self.net(video)
+
+    def split_logits(self, logits: Tensor) -> dict[str, Tensor]:
+        return dict(zip(self.heads, logits.split(list(self.heads.values()), dim=-1)))
+
+    def step(self, batch: Mapping[str, Tensor], stage: str) -> Tensor:
+        logits = self.split_logits(self(batch["video"]))
+        labels = batch["label"].view(len(batch["label"]), -1)  # (B, heads)
+        loss = torch.stack(
+            [
+                F.cross_entropy(logits[head], labels[:, i], label_smoothing=self.label_smoothing)
+                for i, head in enumerate(self.heads)
+            ]
+        ).mean()
+        # Metrics accumulate on the device; nothing here waits for the host.
+        metrics, mean_loss = getattr(self, f"{stage}_metrics"), getattr(self, f"{stage}_loss")
+        correct = []
+        for i, head in enumerate(self.heads):
+            prefix = "" if len(self.heads) == 1 else f"{head}_"
+            for name, metric in metrics.items():
+                if name.startswith(prefix + "acc_"):
+                    metric.update(logits[head], labels[:, i])
+            correct.append(logits[head].argmax(-1) == labels[:, i])
+        if len(self.heads) > 1:
+            metrics["acc_top1"].update(torch.stack(correct).all(0).float())
+        mean_loss.update(loss.detach())
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=not on_step)
+        if on_step:
+            self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
+        self.log_dict({f"{stage}/{k}": m for k, m in metrics.items()}, on_step=False, on_epoch=True, prog_bar=stage == "val")
+        return loss
+
+    def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
+        return self.step(batch, "train")
+
+    def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
+        self.step(batch, "val")
+
+    def test_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
+        self.step(batch, "test")
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(param_groups(self.net))
+        if self.scheduler_factory is None:
+            return optimizer
+        total = int(self.trainer.estimated_stepping_batches)
+        steps_per_epoch = total / max(self.trainer.max_epochs or 1, 1)
+        scheduler = self.scheduler_factory(optimizer, total_steps=total, steps_per_epoch=steps_per_epoch)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,70 @@
+"""Shared fixtures: the real configs, composed and shrunk to toy size, and a tiny built-in dataset."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before timm / huggingface_hub are imported
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from hydra.core.global_hydra import GlobalHydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.utils import instantiate  # noqa: E402
+from omegaconf import DictConfig, open_dict  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = str(ROOT / "conf")
+
+# A tiny built-in dataset (generated once per session) and a toy-sized network.
+TINY_DATA = [
+    "data.generate.num_train=48",
+    "data.generate.num_val=24",
+    "data.generate.num_frames=8",
+    "data.num_frames=4",
+    "data.stride=2",
+    "data.batch_size=8",
+    "data.num_workers=0",
+]
+TINY_NET = ["backbone.embed_dim=32", "backbone.depth=1", "backbone.num_heads=2", "backbone.patch_size=16"]
+
+
+def compose_config(name: str = "train", overrides: list[str] = (), output_dir: Path | None = None) -> DictConfig:
+    """Compose conf/<name>.yaml as `python src/<name>.py` would, with paths under output_dir."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose(config_name=name, overrides=list(overrides), return_hydra_config=True)
+    if output_dir is not None:
+        with open_dict(cfg):
+            cfg.paths.root_dir = str(ROOT)
+            cfg.paths.output_dir = str(output_dir)
+            cfg.paths.log_dir = str(output_dir / "logs")
+            cfg.hydra.runtime.output_dir = str(output_dir)
+            cfg.hydra.runtime.cwd = str(ROOT)
+        HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]  # as in @hydra.main, the run config does not hold the hydra node
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data directory holding the tiny built-in dataset, generated once per session."""
+    path = tmp_path_factory.mktemp("data")
+    cfg = compose_config(overrides=TINY_DATA, output_dir=path)
+    instantiate(cfg.data.generate)(path / "moving_digits")
+    return path
+
+
+@pytest.fixture
+def tiny_cfg(data_dir: Path, tmp_path: Path):
+    """Factory: the real train config with extra overrides, on tiny data and a tiny network."""
+
+    def make(*overrides: str, name: str = "train") -> DictConfig:
+        return compose_config(name, [*TINY_DATA, *TINY_NET, f"paths.data_dir={data_dir}", *overrides], tmp_path)
+
+    return make

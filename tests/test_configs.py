@@ -1,0 +1,81 @@
+"""Every config option composes and instantiates; invalid combinations fail before training."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+
+from conftest import CONF, compose_config
+from vivit.pipeline import build, instantiate_callbacks, instantiate_loggers
+
+GROUPS = ["data", "model", "tokeniser", "backbone", "init", "optimizer", "scheduler", "regularisation",
+          "trainer", "callbacks", "logger", "experiment", "debug"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(CONF) / group).glob("*.yaml"))
+
+
+def instantiate_all(cfg) -> None:
+    """Everything src/train.py builds before fitting; large networks go on the meta device."""
+    with torch.device("meta"):
+        datamodule, model = build(cfg)
+    assert model.net.num_classes == cfg.data.num_classes
+    optimizer = instantiate(cfg.model.optimizer)(model.parameters())
+    if cfg.model.get("scheduler"):
+        instantiate(cfg.model.scheduler)(optimizer, total_steps=10, steps_per_epoch=2)
+    callbacks = instantiate_callbacks(cfg.callbacks)
+    instantiate(cfg.trainer, callbacks=callbacks, logger=instantiate_loggers(cfg.logger) or False)
+
+
+@pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in options(g)])
+def test_every_option_composes_and_instantiates(group: str, option: str, data_dir: Path, tmp_path: Path) -> None:
+    overrides = [f"{group}={option}", f"paths.data_dir={data_dir}"]
+    if group == "trainer" and option in ("gpu", "ddp"):
+        overrides.append("trainer.accelerator=cpu")  # composes the GPU options on this CPU machine
+        overrides.append("trainer.precision=bf16-mixed")
+    if group == "backbone" and option == "h":
+        overrides.append("data.crop_size=28")  # ViT-H/14: the crop must be a multiple of 14
+    cfg = compose_config(overrides=overrides, output_dir=tmp_path)
+    assert HydraConfig.get().runtime.choices[group] == option
+    instantiate_all(cfg)
+
+
+@pytest.mark.parametrize(
+    ("model", "tokeniser"),
+    list(itertools.product(options("model"), options("tokeniser"))),
+)
+def test_model_x_tokeniser(model: str, tokeniser: str, tiny_cfg) -> None:
+    cfg = tiny_cfg(f"model={model}", f"tokeniser={tokeniser}")
+    _, module = build(cfg)
+    video = torch.randn(2, 3, cfg.data.num_frames, cfg.data.crop_size, cfg.data.crop_size)
+    assert module(video).shape == (2, cfg.data.num_classes)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model=factorised_self_attention", "model.net.pool=cls"], "set model.net.pool=mean"),
+        (["model=factorised_dot_product", "model.net.pool=cls"], "set model.net.pool=mean"),
+        (["model=factorised_dot_product", "backbone.num_heads=3", "backbone.embed_dim=48"], "num_heads must be even"),
+        (["data.num_frames=15"], r"frames \(15\) is not divisible"),
+        (["data.crop_size=30"], r"height \(30\) is not divisible"),
+        (["data.root=/no/such/dir", "data.generate=null"], "data.root"),
+        (["data=moving_digits_action", "data.num_classes=6"], "num_classes"),
+        (["model.net.num_classes=7"], "num_classes"),
+    ],
+)
+def test_invalid_combinations_fail_at_construction(overrides: list[str], message: str, tiny_cfg) -> None:
+    cfg = tiny_cfg(*overrides)
+    with pytest.raises(Exception, match=message):
+        build(cfg)
+
+
+def test_unknown_key_fails_at_compose(tmp_path: Path) -> None:
+    with pytest.raises(Exception, match="tempral_depth"):
+        compose_config(overrides=["model.net.tempral_depth=2"], output_dir=tmp_path)
