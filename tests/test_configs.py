@@ -13,8 +13,21 @@ from hydra.utils import instantiate
 from conftest import CONF, compose_config
 from vivit.pipeline import build, instantiate_callbacks, instantiate_loggers
 
-GROUPS = ["data", "model", "tokeniser", "backbone", "init", "optimizer", "scheduler", "regularisation",
-          "trainer", "callbacks", "logger", "experiment", "debug"]
+GROUPS = [
+    "data",
+    "model",
+    "tokeniser",
+    "backbone",
+    "init",
+    "optimizer",
+    "scheduler",
+    "regularisation",
+    "trainer",
+    "callbacks",
+    "logger",
+    "experiment",
+    "debug",
+]
 
 
 def options(group: str) -> list[str]:

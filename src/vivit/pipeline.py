@@ -66,7 +66,9 @@ def run_axes(cfg: DictConfig) -> dict[str, Any]:
     from hydra.core.hydra_config import HydraConfig
 
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
-    axes = {k: choices.get(k) for k in ("data", "model", "tokeniser", "backbone", "init", "regularisation", "optimizer")}
+    axes = {
+        k: choices.get(k) for k in ("data", "model", "tokeniser", "backbone", "init", "regularisation", "optimizer")
+    }
     return {**axes, "seed": cfg.get("seed")}
 
 

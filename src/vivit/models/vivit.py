@@ -11,8 +11,8 @@ Every variant takes a built tokeniser and returns logits:
 - ``FactorisedDotProduct`` (Model 4): Model 1's parameters, half of the heads over space and
   half over time; no CLS.
 
-Initialisation follows the official code where it is stated there: CLS tokens and the
-classifier kernel start at zero, linear kernels and positional embeddings ~ TruncNormal(0.02).
+Initialisation: CLS tokens start at zero (as in the official code); linear kernels, the classifier
+and positional embeddings ~ TruncNormal(0.02).
 The stochastic-depth rate ramps linearly from 0 at the first block to ``drop_path_rate`` at
 the last one, restarting in each encoder of Model 2 (as in the official code).
 """
@@ -83,9 +83,7 @@ class VideoTransformer(nn.Module):
                 + (" (it has no CLS token, ViViT §3.3)" if self.pools == ("mean",) else "")
             )
         if tokeniser.embed_dim != embed_dim:
-            raise ValueError(
-                f"{name}: tokeniser.embed_dim={tokeniser.embed_dim} differs from embed_dim={embed_dim}"
-            )
+            raise ValueError(f"{name}: tokeniser.embed_dim={tokeniser.embed_dim} differs from embed_dim={embed_dim}")
         if embed_dim % num_heads:
             raise ValueError(f"{name}: embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
         if num_classes < 1:
@@ -114,7 +112,9 @@ class VideoTransformer(nn.Module):
                 nn.init.trunc_normal_(param, std=0.02)
             elif name.endswith("cls_token"):
                 nn.init.zeros_(param)
-        nn.init.zeros_(self.head.weight)  # the official code zero-initialises the classifier kernel
+        # The official code zero-initialises the classifier kernel, which suits fine-tuning; trained from
+        # scratch with Adam that stalls for hundreds of steps (measured on moving digits), so start small.
+        nn.init.trunc_normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
 
     def no_weight_decay(self) -> set[str]:
@@ -142,7 +142,9 @@ class SpatioTemporal(VideoTransformer):
     Shapes: tokens (B, t, s, D) -> flattened time-major (B, 1+n, D), n = t·s; pos_embed (1, 1+n, D).
     """
 
-    def __init__(self, tokeniser: VideoTokeniser, num_classes: int, depth: int = 12, drop_path_rate: float = 0.0, **kwargs) -> None:
+    def __init__(
+        self, tokeniser: VideoTokeniser, num_classes: int, depth: int = 12, drop_path_rate: float = 0.0, **kwargs
+    ) -> None:
         super().__init__(tokeniser, num_classes, depth=depth, drop_path_rate=drop_path_rate, **kwargs)
         n = tokeniser.num_frames * tokeniser.num_spatial
         self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dim)) if self.pool == "cls" else None
@@ -166,7 +168,15 @@ class FactorisedDotProduct(VideoTransformer):
 
     pools = ("mean",)
 
-    def __init__(self, tokeniser: VideoTokeniser, num_classes: int, depth: int = 12, drop_path_rate: float = 0.0, pool: Pool = "mean", **kwargs) -> None:
+    def __init__(
+        self,
+        tokeniser: VideoTokeniser,
+        num_classes: int,
+        depth: int = 12,
+        drop_path_rate: float = 0.0,
+        pool: Pool = "mean",
+        **kwargs,
+    ) -> None:
         super().__init__(tokeniser, num_classes, depth=depth, drop_path_rate=drop_path_rate, pool=pool, **kwargs)
         n = tokeniser.num_frames * tokeniser.num_spatial
         self.pos_embed = nn.Parameter(torch.zeros(1, n, self.embed_dim))
@@ -192,7 +202,15 @@ class FactorisedSelfAttention(VideoTransformer):
 
     pools = ("mean",)
 
-    def __init__(self, tokeniser: VideoTokeniser, num_classes: int, depth: int = 12, drop_path_rate: float = 0.0, pool: Pool = "mean", **kwargs) -> None:
+    def __init__(
+        self,
+        tokeniser: VideoTokeniser,
+        num_classes: int,
+        depth: int = 12,
+        drop_path_rate: float = 0.0,
+        pool: Pool = "mean",
+        **kwargs,
+    ) -> None:
         super().__init__(tokeniser, num_classes, depth=depth, drop_path_rate=drop_path_rate, pool=pool, **kwargs)
         n = tokeniser.num_frames * tokeniser.num_spatial
         self.pos_embed = nn.Parameter(torch.zeros(1, n, self.embed_dim))
@@ -218,7 +236,9 @@ class TemporalEncoder(nn.Module):
         dim = block_kwargs["dim"]
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if use_cls else None
         self.pos_embed = nn.Parameter(torch.zeros(1, num_frames + use_cls, dim))
-        self.blocks = nn.Sequential(*(Block(**block_kwargs, drop_path=r) for r in drop_path_rates(drop_path_rate, depth)))
+        self.blocks = nn.Sequential(
+            *(Block(**block_kwargs, drop_path=r) for r in drop_path_rates(drop_path_rate, depth))
+        )
         self.norm = nn.LayerNorm(dim, eps=1e-6)
 
 

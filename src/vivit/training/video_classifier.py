@@ -120,7 +120,9 @@ class VideoClassifier(LightningModule):
         self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=not on_step)
         if on_step:
             self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
-        self.log_dict({f"{stage}/{k}": m for k, m in metrics.items()}, on_step=False, on_epoch=True, prog_bar=stage == "val")
+        self.log_dict(
+            {f"{stage}/{k}": m for k, m in metrics.items()}, on_step=False, on_epoch=True, prog_bar=stage == "val"
+        )
         return loss
 
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:

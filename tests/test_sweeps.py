@@ -1,0 +1,80 @@
+"""The command line as users run it: src/train.py in a subprocess, multirun, W&B offline."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT, TINY_DATA, TINY_NET
+
+
+def run_train(*args: str, multirun: bool = False, env: dict | None = None) -> subprocess.CompletedProcess:
+    flags = ["--multirun"] if multirun else []
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "src" / "train.py"), *flags, *TINY_DATA, *TINY_NET, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def test_multirun_writes_one_directory_per_job(data_dir: Path, tmp_path: Path) -> None:
+    run_train(
+        "model=spatiotemporal,factorised_encoder",
+        "debug=fdr",
+        f"paths.data_dir={data_dir}",
+        f"paths.log_dir={tmp_path}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        multirun=True,
+    )
+    jobs = sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir() and p.name.isdigit())
+    assert [p.name for p in jobs] == ["0", "1"]
+    models = [yaml.safe_load((job / ".hydra" / "config.yaml").read_text())["model"]["net"]["_target_"] for job in jobs]
+    assert models == ["vivit.models.SpatioTemporal", "vivit.models.FactorisedEncoder"]
+    assert all((job / "train.log").is_file() for job in jobs)
+
+
+def test_invalid_combination_fails_fast_with_its_name(data_dir: Path, tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "src" / "train.py"),
+            *TINY_DATA,
+            *TINY_NET,
+            "model=factorised_self_attention",
+            "model.net.pool=cls",
+            f"paths.data_dir={data_dir}",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode != 0
+    assert "pool=mean" in proc.stderr and "FactorisedSelfAttention" in proc.stderr
+    assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_wandb_logs_offline_without_an_account(data_dir: Path, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env["HOME"] = str(tmp_path)  # no ~/.netrc: not logged in
+    proc = run_train(
+        "logger=wandb",
+        "debug=limit",
+        "trainer.max_epochs=1",
+        f"paths.data_dir={data_dir}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        env=env,
+    )
+    assert list((tmp_path / "run" / "wandb").glob("offline-run-*")), proc.stdout[-2000:]
