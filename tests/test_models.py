@@ -1,5 +1,8 @@
 """The ViViT variants: shapes, gradients, determinism, the paper's Table 2 and invalid combinations."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -152,3 +155,17 @@ def test_wrong_input_shape_names_expected_shape() -> None:
 def test_no_weight_decay_names_embeddings() -> None:
     net = tiny("factorised_encoder", "tubelet")
     assert net.no_weight_decay() == {"cls_token", "pos_embed", "temporal.cls_token", "temporal.pos_embed"}
+
+
+def test_models_import_only_torch_einops_timm() -> None:
+    """vivit.models must run on a bare GPU image: it imports and runs with Lightning, Hydra, PyAV, W&B blocked."""
+    code = """
+import sys
+for name in ("lightning", "pytorch_lightning", "hydra", "omegaconf", "av", "wandb", "torchmetrics", "sklearn"):
+    sys.modules[name] = None  # as if not installed: importing it raises ImportError
+import torch
+from vivit.models import FactorisedEncoder, TubeletTokeniser
+net = FactorisedEncoder(TubeletTokeniser(32, (4, 32, 32), (2, 8, 8)), 5, embed_dim=32, depth=1, num_heads=2)
+assert net(torch.randn(1, 3, 4, 32, 32)).shape == (1, 5)
+"""
+    subprocess.run([sys.executable, "-c", code], check=True)

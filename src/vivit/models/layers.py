@@ -115,7 +115,7 @@ class Block(nn.Module):
         return y + self.drop_path(self.mlp(self.norm2(y)))  # Eq. 3: z' = MLP(LN(y)) + y
 
 
-class FactorisedSelfAttentionBlock(nn.Module):
+class FactorisedSelfAttentionBlock(Block):
     """Model 3 (ViViT Eqs. 4–6): spatial MSA, then temporal MSA, then the MLP.
 
     Each MSA has its own LayerNorm and residual. ``norm1``/``attn`` are the spatial pair (they take
@@ -125,24 +125,11 @@ class FactorisedSelfAttentionBlock(nn.Module):
     """
 
     def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        mlp_ratio: float = 4.0,
-        qkv_bias: bool = True,
-        proj_drop: float = 0.0,
-        attn_drop: float = 0.0,
-        drop_path: float = 0.0,
+        self, dim: int, num_heads: int, qkv_bias: bool = True, proj_drop: float = 0.0, attn_drop: float = 0.0, **kwargs
     ) -> None:
-        super().__init__()
-        attn_kwargs = dict(qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop)
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = Attention(dim, num_heads, **attn_kwargs)
+        super().__init__(dim, num_heads, qkv_bias=qkv_bias, proj_drop=proj_drop, attn_drop=attn_drop, **kwargs)
         self.temporal_norm = nn.LayerNorm(dim, eps=1e-6)
-        self.temporal_attn = Attention(dim, num_heads, **attn_kwargs)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=proj_drop)
-        self.drop_path = drop_path_or_identity(drop_path)
+        self.temporal_attn = Attention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop)
 
     def forward(self, z: Tensor) -> Tensor:
         B = z.shape[0]

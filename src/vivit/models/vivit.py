@@ -19,6 +19,8 @@ the last one, restarting in each encoder of Model 2 (as in the official code).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Literal
 
 import torch
@@ -160,13 +162,14 @@ class SpatioTemporal(VideoTransformer):
         return self.norm(self.blocks(x))
 
 
-class FactorisedDotProduct(VideoTransformer):
-    """Model 4: Model 1's blocks and parameters, with factorised dot-product attention.
+class GridTransformer(VideoTransformer):
+    """Models 3 and 4: blocks that keep the token grid (B, t, s, D) to factorise attention; no CLS.
 
     Shapes: tokens stay (B, t, s, D) through the blocks; pos_embed (1, n, D); global average pool.
     """
 
     pools = ("mean",)
+    block: Callable[..., nn.Module]  # one block over (B, t, s, D), set by each model
 
     def __init__(
         self,
@@ -181,10 +184,7 @@ class FactorisedDotProduct(VideoTransformer):
         n = tokeniser.num_frames * tokeniser.num_spatial
         self.pos_embed = nn.Parameter(torch.zeros(1, n, self.embed_dim))
         self.blocks = nn.Sequential(
-            *(
-                Block(**self.block_kwargs, drop_path=r, attn_layer=FactorisedDotProductAttention)
-                for r in drop_path_rates(drop_path_rate, depth)
-            )
+            *(self.block(**self.block_kwargs, drop_path=r) for r in drop_path_rates(drop_path_rate, depth))
         )
         self.init_weights()
 
@@ -194,38 +194,16 @@ class FactorisedDotProduct(VideoTransformer):
         return self.norm(rearrange(self.blocks(x), "b t s d -> b (t s) d"))
 
 
-class FactorisedSelfAttention(VideoTransformer):
-    """Model 3: factorised self-attention blocks (spatial MSA → temporal MSA → MLP).
+class FactorisedSelfAttention(GridTransformer):
+    """Model 3: factorised self-attention blocks (spatial MSA → temporal MSA → MLP)."""
 
-    Shapes: tokens stay (B, t, s, D) through the blocks; pos_embed (1, n, D); global average pool.
-    """
+    block = FactorisedSelfAttentionBlock
 
-    pools = ("mean",)
 
-    def __init__(
-        self,
-        tokeniser: VideoTokeniser,
-        num_classes: int,
-        depth: int = 12,
-        drop_path_rate: float = 0.0,
-        pool: Pool = "mean",
-        **kwargs,
-    ) -> None:
-        super().__init__(tokeniser, num_classes, depth=depth, drop_path_rate=drop_path_rate, pool=pool, **kwargs)
-        n = tokeniser.num_frames * tokeniser.num_spatial
-        self.pos_embed = nn.Parameter(torch.zeros(1, n, self.embed_dim))
-        self.blocks = nn.Sequential(
-            *(
-                FactorisedSelfAttentionBlock(**self.block_kwargs, drop_path=r)
-                for r in drop_path_rates(drop_path_rate, depth)
-            )
-        )
-        self.init_weights()
+class FactorisedDotProduct(GridTransformer):
+    """Model 4: Model 1's blocks and parameters, with factorised dot-product attention."""
 
-    def forward_features(self, video: Tensor) -> Tensor:
-        x = self.tokeniser(video)  # (B, t, s, D)
-        x = self.pos_drop(x + self.pos_embed.view(1, *x.shape[1:]))
-        return self.norm(rearrange(self.blocks(x), "b t s d -> b (t s) d"))
+    block = partial(Block, attn_layer=FactorisedDotProductAttention)
 
 
 class TemporalEncoder(nn.Module):

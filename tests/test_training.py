@@ -1,0 +1,77 @@
+"""VideoClassifier pieces: parameter groups, the LR schedule, and two-head (action) accuracy."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from vivit.models import FactorisedEncoder, TubeletTokeniser
+from vivit.training import VideoClassifier, cosine_with_warmup, param_groups
+
+
+def test_no_weight_decay_on_norms_biases_and_embeddings() -> None:
+    net = FactorisedEncoder(
+        TubeletTokeniser(32, (4, 32, 32), (2, 8, 8)), 5, embed_dim=32, depth=1, num_heads=2, pool="cls"
+    )
+    optimizer = torch.optim.AdamW(param_groups(net), lr=1e-3, weight_decay=0.05)
+    names = {id(p): n for n, p in net.named_parameters()}
+    decayed = {names[id(p)] for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    undecayed = {names[id(p)] for g in optimizer.param_groups if g["weight_decay"] == 0 for p in g["params"]}
+    assert decayed | undecayed == set(names.values())
+    assert {
+        "cls_token",
+        "pos_embed",
+        "temporal.pos_embed",
+        "temporal.cls_token",
+        "norm.weight",
+        "head.bias",
+    } <= undecayed
+    assert {"blocks.0.attn.qkv.weight", "tokeniser.proj.weight", "head.weight"} <= decayed
+    assert not any(n.endswith(("bias", "pos_embed", "cls_token")) or "norm" in n for n in decayed)
+
+
+def test_cosine_with_warmup() -> None:
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    schedule = cosine_with_warmup(optimizer, total_steps=100, steps_per_epoch=10, warmup_epochs=2.5)
+    lrs = []
+    for _ in range(100):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert lrs[0] == pytest.approx(0.1 / 25)  # linear warm-up over 25 steps
+    assert lrs[24] == pytest.approx(0.1)  # the peak
+    assert all(a >= b for a, b in zip(lrs[24:], lrs[25:]))  # then cosine decay
+    assert lrs[-1] < 1e-3 and lrs[62] == pytest.approx(0.05, rel=0.05)  # half-way through the decay
+
+
+class FixedLogits(nn.Module):
+    """A stand-in network that returns the logits it is given as the 'video'."""
+
+    num_classes = 5
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        return video
+
+
+def test_action_accuracy_needs_every_head_right() -> None:
+    module = VideoClassifier(FixedLogits(), optimizer=torch.optim.SGD, heads={"verb": 2, "noun": 3})
+    logits = torch.tensor(
+        [
+            [5.0, 0, 5, 0, 0],  # verb 0 right, noun 0 right
+            [5.0, 0, 0, 5, 0],  # verb 0 right, noun 1 wrong
+            [0.0, 5, 0, 0, 5],  # verb 1 wrong, noun 2 right
+            [0.0, 5, 0, 5, 0],  # verb 1 right, noun 1 right
+        ]
+    )
+    labels = torch.tensor([[0, 0], [0, 0], [0, 2], [1, 1]])
+    loss = module.step({"video": logits, "label": labels}, "val")
+    metrics = {k: v.compute().item() for k, v in module.val_metrics.items()}
+    assert metrics["verb_acc_top1"] == pytest.approx(3 / 4)
+    assert metrics["noun_acc_top1"] == pytest.approx(3 / 4)
+    assert metrics["acc_top1"] == pytest.approx(2 / 4)
+    expected = (
+        nn.functional.cross_entropy(logits[:, :2], labels[:, 0])
+        + nn.functional.cross_entropy(logits[:, 2:], labels[:, 1])
+    ) / 2
+    torch.testing.assert_close(loss, expected)  # the unweighted mean of the heads' losses
