@@ -134,7 +134,9 @@ def summarise(trainer: L.Trainer, metrics: dict[str, float], checkpoint: str) ->
 
     out = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(trainer.default_root_dir)
     lines = ["", "Summary"]
-    lines += [f"  {k:<28} {v:.4f}" for k, v in sorted(metrics.items()) if not k.endswith("_step")]
+    lines += [
+        f"  {k:<28} {v:.4f}" for k, v in sorted(metrics.items()) if not k.endswith("_step") and not k.startswith("lr-")
+    ]
     lines += [
         f"  checkpoint: {checkpoint or '(none saved)'}",
         f"  config:     {out / '.hydra' / 'config.yaml'}",

@@ -71,7 +71,7 @@ class FactorisedDotProductAttention(Attention):
             raise ValueError(
                 f"factorised_dot_product splits the heads in half between space and time, so "
                 f"num_heads must be even (got num_heads={num_heads}); choose another backbone or "
-                f"set model.net.num_heads"
+                f"set backbone.num_heads"
             )
         super().__init__(dim, num_heads, **kwargs)
 
