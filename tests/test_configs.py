@@ -42,6 +42,8 @@ def instantiate_all(cfg) -> None:
     optimizer = instantiate(cfg.model.optimizer)(model.parameters())
     if cfg.model.get("scheduler"):
         instantiate(cfg.model.scheduler)(optimizer, total_steps=10, steps_per_epoch=2)
+    if "_target_" in cfg.init:
+        assert callable(instantiate(cfg.init))  # applied to a real network in test_train
     callbacks = instantiate_callbacks(cfg.callbacks)
     instantiate(cfg.trainer, callbacks=callbacks, logger=instantiate_loggers(cfg.logger) or False)
 
@@ -52,6 +54,8 @@ def test_every_option_composes_and_instantiates(group: str, option: str, data_di
     if group == "trainer" and option in ("gpu", "ddp"):
         overrides.append("trainer.accelerator=cpu")  # composes the GPU options on this CPU machine
         overrides.append("trainer.precision=bf16-mixed")
+    if group == "init" and option != "scratch":
+        overrides.append("init.source=vit.pth")
     if group == "backbone" and option == "h":
         overrides.append("data.crop_size=28")  # ViT-H/14: the crop must be a multiple of 14
     cfg = compose_config(overrides=overrides, output_dir=tmp_path)

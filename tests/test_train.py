@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,17 @@ def test_two_heads_report_verb_noun_and_action(tiny_cfg) -> None:
     assert {"val/verb_acc_top1", "val/noun_acc_top1", "val/acc_top1", "test/acc_top1"} <= metrics.keys()
     # a clip's action is right only when both heads are: never more often than either head
     assert metrics["test/acc_top1"] <= min(metrics["test/verb_acc_top1"], metrics["test/noun_acc_top1"])
+
+
+def test_init_from_image_vit_checkpoint(tiny_cfg, tmp_path: Path) -> None:
+    from timm.models.vision_transformer import VisionTransformer
+
+    vit = VisionTransformer(img_size=32, patch_size=16, embed_dim=32, depth=1, num_heads=2)  # TINY_NET's sizes
+    torch.save(vit.state_dict(), tmp_path / "vit.pth")
+    train(tiny_cfg("init=image_vit", f"init.source={tmp_path / 'vit.pth'}", "debug=fdr"))
+    report = json.loads((tmp_path / "init_report.json").read_text())
+    assert report["transformed"]["tokeniser.proj.weight"].startswith("central_frame")
+    assert {"head.weight", "head.bias"} <= set(report["fresh"])
 
 
 def test_checkpoint_carries_config_and_evaluates(tiny_cfg, tmp_path: Path) -> None:

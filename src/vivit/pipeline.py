@@ -84,9 +84,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     datamodule, model = build(cfg)
-    if cfg.get("ckpt_path") is None and "_target_" in cfg.get("init", {}):
+    if cfg.get("ckpt_path") is None and "_target_" in cfg.get("init", {}):  # resuming restores trained weights
         report = instantiate(cfg.init)(model.net)
-        log.info("initialisation: %s", report)
+        log.info("%s", report)
+        if rank_zero_only.rank == 0:
+            report.save(Path(cfg.paths.output_dir) / "init_report.json")
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     callbacks = [*instantiate_callbacks(cfg.get("callbacks")), SaveConfigInCheckpoint(resolved)]

@@ -6,6 +6,8 @@ Attribute names follow timm's ViT (``norm1``, ``attn.qkv``, ``attn.proj``, ``nor
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch.nn.functional as F
 from einops import rearrange
 from timm.layers import DropPath, Mlp
@@ -102,12 +104,14 @@ class Block(nn.Module):
         attn_drop: float = 0.0,
         drop_path: float = 0.0,
         attn_layer: type[Attention] = Attention,
+        gelu: str = "none",
     ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = attn_layer(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=proj_drop)
+        # gelu="tanh": the tanh approximation that transformers' ViViT checkpoints use ("gelu_fast")
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=partial(nn.GELU, approximate=gelu), drop=proj_drop)
         self.drop_path = drop_path_or_identity(drop_path)
 
     def forward(self, z: Tensor) -> Tensor:

@@ -75,6 +75,7 @@ class VideoTransformer(nn.Module):
         drop_rate: float = 0.0,
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        gelu: Literal["none", "tanh"] = "none",
     ) -> None:
         super().__init__()
         name = type(self).__name__
@@ -101,6 +102,7 @@ class VideoTransformer(nn.Module):
             qkv_bias=qkv_bias,
             proj_drop=drop_rate,
             attn_drop=attn_drop_rate,
+            gelu=gelu,
         )
         self.pos_drop = nn.Dropout(drop_rate)
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
@@ -257,13 +259,17 @@ class FactorisedEncoder(VideoTransformer):
         )
         self.init_weights()
 
-    def forward_features(self, video: Tensor) -> Tensor:
+    def forward_spatial(self, video: Tensor) -> Tensor:
+        """The spatial encoder on every frame: (B, C, T, H, W) -> frame embeddings h_i (B, t, D)."""
         x = self.tokeniser(video)  # (B, t, s, D)
-        B, t = x.shape[:2]
+        B = x.shape[0]
         x = rearrange(x, "b t s d -> (b t) s d")
         x = self.pos_drop(self.prepend_cls(x, self.cls_token) + self.pos_embed)  # (B·t, 1+s, D)
         x = self.norm(self.blocks(x))
-        frames = rearrange(self.pool_tokens(x), "(b t) d -> b t d", b=B)  # h_i: (B, t, D)
+        return rearrange(self.pool_tokens(x), "(b t) d -> b t d", b=B)
+
+    def forward_features(self, video: Tensor) -> Tensor:
+        frames = self.forward_spatial(video)  # (B, t, D)
         if self.temporal is None:
             return frames  # pooled by forward_head's mean: the average-pool baseline
         x = self.prepend_cls(frames, self.temporal.cls_token) + self.temporal.pos_embed  # (B, 1+t, D)

@@ -1,0 +1,367 @@
+"""Initialising a ViViT variant from a pretrained image ViT (ViViT §3.4), strictly and with a report.
+
+The surgery is a pure function over state dicts (timm key names), ``adapt_image_vit``; ``ImageViTInit``
+reads a checkpoint, applies it to a network and checks that nothing but the expected keys stayed fresh.
+
+What each target key gets:
+
+- ``tokeniser.proj``: the image patch kernel. A tubelet kernel (D, C, pt, ph, pw) is inflated:
+  ``central_frame`` puts it at slice pt // 2 and zeros elsewhere (Eq. 9), ``average`` puts kernel / pt
+  on every slice (Eq. 8), ``random`` keeps the network's own initialisation. The bias is copied.
+- ``pos_embed``: the image grid, resized on the 2-D grid when the patch grid differs, then tiled over
+  the t token frames, time-major, with the CLS entry kept once in front (Models 1, 3, 4). Model 2's
+  spatial encoder takes the grid untiled: one positional embedding shared by all frames.
+- ``cls_token``: the image CLS token, where the variant has one (Model 1 and Model 2's spatial encoder).
+- ``blocks.*``, ``norm``: copied; Model 3's ``temporal_attn`` is ``zero`` (the block starts as the image
+  block, the paper) or a ``copy`` of the spatial attention (the official code's default).
+- Always fresh: the classifier ``head``; Model 2's temporal encoder (``temporal.*``); Model 3's
+  ``temporal_norm``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from vivit.models.tokenisers import TubeletTokeniser
+from vivit.models.vivit import FactorisedEncoder, FactorisedSelfAttention, SpatioTemporal, VideoTransformer
+
+__all__ = [
+    "HFViViTInit",
+    "ImageViTInit",
+    "InitError",
+    "InitReport",
+    "adapt_hf_vivit",
+    "adapt_image_vit",
+    "read_state_dict",
+]
+
+log = logging.getLogger(__name__)
+
+TubeletInit = Literal["central_frame", "average", "random"]
+TemporalAttnInit = Literal["zero", "copy"]
+IGNORED_SOURCE_PREFIXES = ("head.", "head_drop.", "pre_logits.", "fc_norm.")  # the image classifier
+
+
+class InitError(ValueError):
+    """A checkpoint does not fit the network; the message names the keys."""
+
+
+@dataclass
+class InitReport:
+    """What initialisation did to every parameter of the network."""
+
+    source: str
+    copied: list[str] = field(default_factory=list)
+    transformed: dict[str, str] = field(default_factory=dict)  # target key -> how
+    fresh: list[str] = field(default_factory=list)  # kept the network's own initialisation
+    unused: list[str] = field(default_factory=list)  # source keys with no counterpart (e.g. the image head)
+
+    def __str__(self) -> str:
+        lines = [f"initialised from {self.source}: {len(self.copied)} copied, {len(self.transformed)} transformed, "
+                 f"{len(self.fresh)} fresh, {len(self.unused)} source keys unused"]  # fmt: skip
+        lines += [f"  transformed {k}: {how}" for k, how in self.transformed.items()]
+        lines += [f"  fresh {k}" for k in self.fresh]
+        lines += [f"  unused {k}" for k in self.unused]
+        return "\n".join(lines)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(asdict(self), indent=2))
+
+
+def expected_fresh(net: VideoTransformer, tubelet: TubeletInit = "central_frame") -> set[str]:
+    """The target keys that no image ViT provides, for this variant and tubelet option."""
+    keys = set(net.state_dict())
+    fresh = {k for k in keys if k.startswith(("head.", "temporal.")) or ".temporal_norm." in k}
+    if tubelet == "random" and isinstance(net.tokeniser, TubeletTokeniser):
+        fresh |= {"tokeniser.proj.weight", "tokeniser.proj.bias"}
+    return fresh
+
+
+def adapt_image_vit(
+    image: Mapping[str, Tensor],
+    net: VideoTransformer,
+    *,
+    tubelet: TubeletInit = "central_frame",
+    temporal_attn: TemporalAttnInit = "zero",
+    source: str = "image ViT",
+) -> tuple[dict[str, Tensor], InitReport]:
+    """Map a timm-format image ViT state dict onto ``net``'s keys; returns (state dict, report).
+
+    Raises InitError naming the keys when the source lacks a key the network needs, has keys nothing
+    consumes, or holds a tensor of the wrong shape.
+    """
+    target = net.state_dict()
+    report = InitReport(source=source)
+    state: dict[str, Tensor] = {}
+    used: set[str] = set()
+
+    def take(key: str) -> Tensor:
+        if key not in image:
+            raise InitError(f"{source}: missing key {key!r}, needed by the {type(net).__name__}")
+        used.add(key)
+        return image[key]
+
+    def put(key: str, value: Tensor, how: str | None = None) -> None:
+        if value.shape != target[key].shape:
+            raise InitError(
+                f"{source}: {key!r} has shape {tuple(value.shape)} after adaptation but the network needs "
+                f"{tuple(target[key].shape)}"
+            )
+        state[key] = value.to(target[key].dtype)
+        if how is None:
+            report.copied.append(key)
+        else:
+            report.transformed[key] = how
+
+    # Tokeniser: the patch embedding, inflated to a tubelet kernel.
+    kernel, bias = take("patch_embed.proj.weight"), take("patch_embed.proj.bias")  # (D, C, ph, pw)
+    if isinstance(net.tokeniser, TubeletTokeniser):
+        pt = net.tokeniser.patch_size[0]
+        if tubelet == "central_frame":
+            inflated = torch.zeros(*kernel.shape[:2], pt, *kernel.shape[2:], dtype=kernel.dtype)
+            inflated[:, :, pt // 2] = kernel
+            put(
+                "tokeniser.proj.weight",
+                inflated,
+                f"central_frame: image kernel at slice {pt // 2} of {pt}, zeros elsewhere",
+            )
+            put("tokeniser.proj.bias", bias)
+        elif tubelet == "average":
+            inflated = kernel.unsqueeze(2).repeat(1, 1, pt, 1, 1) / pt
+            put("tokeniser.proj.weight", inflated, f"average: image kernel / {pt} on each of {pt} slices")
+            put("tokeniser.proj.bias", bias)
+        elif tubelet != "random":
+            raise InitError(f"init.tubelet must be central_frame, average or random, got {tubelet!r}")
+    else:
+        put("tokeniser.proj.weight", kernel)
+        put("tokeniser.proj.bias", bias)
+
+    # Positional embedding and CLS token.
+    source_cls = "cls_token" in image
+    pos = take("pos_embed")  # (1, [1+]h0·w0, D)
+    cls_pos, grid = (pos[:, :1], pos[:, 1:]) if source_cls else (None, pos)
+    t, h, w = net.tokeniser.grid_size
+    grid, resized = resize_grid(grid, (h, w))
+    target_cls = "cls_token" in target
+    if target_cls:
+        if not source_cls:
+            raise InitError(
+                f"{source}: has no cls_token, but the {type(net).__name__} uses pool='cls'; set model.net.pool=mean"
+            )
+        put("cls_token", take("cls_token"))
+    elif source_cls:
+        report.unused.append("cls_token")
+        used.add("cls_token")
+    shared = isinstance(net, FactorisedEncoder)
+    body = grid if shared else grid.repeat(1, t, 1)  # tile: frame i's slice is the image grid
+    pos_embed = torch.cat([cls_pos, body], dim=1) if target_cls else body
+    how = ("shared by all frames" if shared else f"tiled over {t} frames, time-major") + resized
+    if target_cls:
+        how += ", CLS entry kept once"
+    elif source_cls:
+        how += ", CLS entry dropped"
+    put("pos_embed", pos_embed, how)
+
+    # Encoder blocks and the final norm: the image keys, one to one.
+    for key in target:
+        if key.startswith("blocks.") and ".temporal_" not in key:
+            put(key, take(key))
+    if isinstance(net, FactorisedSelfAttention):
+        for key in (k for k in target if ".temporal_attn." in k):
+            spatial = key.replace(".temporal_attn.", ".attn.")
+            if temporal_attn == "zero":
+                put(key, torch.zeros_like(target[key]), "zero: the temporal MSA starts as an identity residual")
+            elif temporal_attn == "copy":
+                put(key, take(spatial), f"copy of {spatial}")
+            else:
+                raise InitError(f"init.temporal_attn must be zero or copy, got {temporal_attn!r}")
+    if "norm.weight" not in image and "fc_norm.weight" in image:  # a timm GAP ViT normalises after pooling
+        for p in ("weight", "bias"):
+            put(f"norm.{p}", take(f"fc_norm.{p}"), "from fc_norm (the image ViT normalised after pooling)")
+    else:
+        put("norm.weight", take("norm.weight"))
+        put("norm.bias", take("norm.bias"))
+
+    report.unused += sorted(k for k in image if k not in used and k.startswith(IGNORED_SOURCE_PREFIXES))
+    unexpected = sorted(k for k in image if k not in used and not k.startswith(IGNORED_SOURCE_PREFIXES))
+    if unexpected:
+        raise InitError(
+            f"{source}: keys with no place in the {type(net).__name__} (a deeper or different model?): "
+            f"{unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}"
+        )
+    report.fresh = sorted(k for k in target if k not in state)
+    missing = set(report.fresh) - expected_fresh(net, tubelet)
+    if missing:
+        raise InitError(f"{source}: no value for {sorted(missing)[:10]} (a shallower or different model?)")
+    return state, report
+
+
+def resize_grid(grid: Tensor, size: tuple[int, int]) -> tuple[Tensor, str]:
+    """(1, h0·w0, D) -> (1, h·w, D), bilinear on the 2-D grid (as the official code's 'resize')."""
+    n, dim = grid.shape[1], grid.shape[2]
+    h0 = int(round(n**0.5))
+    if h0 * h0 != n:
+        raise InitError(f"pos_embed has {n} grid entries, not a square grid")
+    if (h0, h0) == tuple(size):
+        return grid, ""
+    image = grid.reshape(1, h0, h0, dim).permute(0, 3, 1, 2)  # (1, D, h0, w0)
+    image = torch.nn.functional.interpolate(image.float(), size=size, mode="bilinear", align_corners=False)
+    resized = image.permute(0, 2, 3, 1).reshape(1, size[0] * size[1], dim).to(grid.dtype)
+    return resized, f", grid resized {h0}×{h0} → {size[0]}×{size[1]} (bilinear, 2-D)"
+
+
+def read_state_dict(source: str | Path) -> dict[str, Tensor]:
+    """A timm-format image ViT state dict from a local .pth/.pt/.bin/.safetensors file, or ``timm:<name>``
+    (downloads the pretrained weights through timm; needs network access)."""
+    text = str(source)
+    if text.startswith("timm:"):
+        import timm
+
+        return timm.create_model(text[len("timm:") :], pretrained=True).state_dict()
+    path = Path(text)
+    if not path.is_file():
+        raise FileNotFoundError(f"init.source={text!r} is not a file (or timm:<model name>)")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for wrapper in ("state_dict", "model"):  # common checkpoint wrappers
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise InitError(f"{path}: not a state dict of tensors")
+    return state
+
+
+class ImageViTInit:
+    """``init(net)``: load an image ViT checkpoint into ``net`` strictly; returns the InitReport."""
+
+    def __init__(
+        self,
+        source: str,
+        tubelet: TubeletInit = "central_frame",
+        temporal_attn: TemporalAttnInit = "zero",
+    ) -> None:
+        self.source, self.tubelet, self.temporal_attn = source, tubelet, temporal_attn
+
+    def __call__(self, net: VideoTransformer) -> InitReport:
+        image = read_state_dict(self.source)
+        state, report = adapt_image_vit(
+            image, net, tubelet=self.tubelet, temporal_attn=self.temporal_attn, source=str(self.source)
+        )
+        missing, unexpected = net.load_state_dict(state, strict=False)
+        assert not unexpected and set(missing) == set(report.fresh), (missing, unexpected)  # adapt_image_vit checked
+        return report
+
+
+# transformers' VivitForVideoClassification, as released (google/vivit-b-16x2-kinetics400) and as
+# save_pretrained writes it: its key -> ours, per encoder layer and for the rest.
+HF_LAYER_KEYS = {
+    "attention.output.dense": "attn.proj",
+    "layernorm_before": "norm1",
+    "layernorm_after": "norm2",
+    "intermediate.dense": "mlp.fc1",
+    "output.dense": "mlp.fc2",
+}
+HF_KEYS = {
+    "vivit.embeddings.cls_token": "cls_token",
+    "vivit.embeddings.position_embeddings": "pos_embed",
+    "vivit.embeddings.patch_embeddings.projection.weight": "tokeniser.proj.weight",
+    "vivit.embeddings.patch_embeddings.projection.bias": "tokeniser.proj.bias",
+    "vivit.layernorm.weight": "norm.weight",
+    "vivit.layernorm.bias": "norm.bias",
+    "classifier.weight": "head.weight",
+    "classifier.bias": "head.bias",
+}
+HF_GELU = {"gelu": "none", "gelu_fast": "tanh", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}
+
+
+def adapt_hf_vivit(
+    hf: Mapping[str, Tensor], net: VideoTransformer, source: str = "ViViT checkpoint"
+) -> tuple[dict[str, Tensor], InitReport]:
+    """A transformers ViViT state dict -> Model 1's keys, classifier included; every key must match."""
+    if not isinstance(net, SpatioTemporal) or net.pool != "cls":
+        raise InitError(
+            f"{source}: a transformers ViViT checkpoint is Model 1 with a CLS token: "
+            "use model=spatiotemporal with model.net.pool=cls"
+        )
+    report = InitReport(source=source)
+    state: dict[str, Tensor] = {}
+    prefix = "vivit.encoder.layer."
+    for key, value in hf.items():
+        if key in HF_KEYS:
+            state[HF_KEYS[key]] = value
+            continue
+        if not key.startswith(prefix):
+            raise InitError(f"{source}: unexpected key {key!r}")
+        index, rest = key[len(prefix) :].split(".", 1)
+        name, kind = rest.rsplit(".", 1)
+        if name in HF_LAYER_KEYS:
+            state[f"blocks.{index}.{HF_LAYER_KEYS[name]}.{kind}"] = value
+        elif name in ("attention.attention.query", "attention.attention.key", "attention.attention.value"):
+            continue  # fused below
+        else:
+            raise InitError(f"{source}: unexpected key {key!r}")
+    depth = len(net.blocks)
+    for i in range(depth):
+        parts = [f"{prefix}{i}.attention.attention.{p}" for p in ("query", "key", "value")]
+        for kind in ("weight", "bias"):
+            missing = [f"{p}.{kind}" for p in parts if f"{p}.{kind}" not in hf]
+            if missing:
+                raise InitError(f"{source}: missing keys {missing}")
+            state[f"blocks.{i}.attn.qkv.{kind}"] = torch.cat([hf[f"{p}.{kind}"] for p in parts])
+            report.transformed[f"blocks.{i}.attn.qkv.{kind}"] = "query, key and value concatenated"
+    target = net.state_dict()
+    missing, unexpected = sorted(set(target) - set(state)), sorted(set(state) - set(target))
+    if missing or unexpected:
+        raise InitError(f"{source}: does not fit the network: missing {missing[:10]}, unexpected {unexpected[:10]}")
+    for key, value in state.items():
+        if value.shape != target[key].shape:
+            raise InitError(
+                f"{source}: {key!r} has shape {tuple(value.shape)}, the network needs {tuple(target[key].shape)}"
+            )
+    report.copied = sorted(k for k in state if k not in report.transformed)
+    return state, report
+
+
+class HFViViTInit:
+    """``init(net)``: load a transformers ViViT checkpoint directory (config.json + weights) into Model 1.
+
+    The network must have the checkpoint's sizes, including its classifier; the activation is checked
+    against config.json. ``labels`` holds the class names after loading.
+    """
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.labels: list[str] = []
+
+    def __call__(self, net: VideoTransformer) -> InitReport:
+        root = Path(self.source)
+        config_path = root / "config.json"
+        if not config_path.is_file():
+            raise FileNotFoundError(f"init.source={self.source!r} has no config.json (a transformers ViViT directory)")
+        config = json.loads(config_path.read_text())
+        weights = next((root / n for n in ("model.safetensors", "pytorch_model.bin") if (root / n).is_file()), None)
+        if weights is None:
+            raise FileNotFoundError(f"{root}: no model.safetensors or pytorch_model.bin")
+        gelu = HF_GELU.get(config.get("hidden_act", "gelu"))
+        block_gelu = net.blocks[0].mlp.act.approximate
+        if gelu != block_gelu:
+            raise InitError(
+                f"{root}: hidden_act={config.get('hidden_act')!r} needs model.net.gelu={gelu!r}, "
+                f"the network has {block_gelu!r}"
+            )
+        state, report = adapt_hf_vivit(read_state_dict(weights), net, source=str(root))
+        net.load_state_dict(state, strict=True)
+        id2label = config.get("id2label") or {}
+        self.labels = [id2label.get(str(i), str(i)) for i in range(net.num_classes)]
+        return report

@@ -1,0 +1,178 @@
+"""Initialisation from an image ViT (ViViT §3.4): exact identities after init, and strict loading.
+
+Tiny random timm ViTs saved to disk stand in for pretrained checkpoints; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from timm.models.vision_transformer import VisionTransformer
+
+from vivit.models import (
+    FactorisedDotProduct,
+    FactorisedEncoder,
+    FactorisedSelfAttention,
+    SpatioTemporal,
+    TubeletTokeniser,
+    UniformFrameTokeniser,
+)
+from vivit.models.init import ImageViTInit, InitError, adapt_image_vit
+
+D, DEPTH, HEADS, P, S, T = 32, 2, 2, 8, 32, 4
+
+
+def image_vit(**kwargs) -> VisionTransformer:
+    torch.manual_seed(0)
+    vit = VisionTransformer(
+        img_size=S, patch_size=P, embed_dim=D, depth=DEPTH, num_heads=HEADS, num_classes=10, **kwargs
+    )
+    for p in vit.parameters():  # random everywhere, also where timm starts at zero
+        torch.nn.init.normal_(p, std=0.2)
+    return vit.eval()
+
+
+def video_net(cls, tokeniser=TubeletTokeniser, pt: int = 2, **kwargs):
+    tok = tokeniser(embed_dim=D, video_size=(T, S, S), patch_size=(pt, P, P))
+    return cls(tok, num_classes=5, embed_dim=D, depth=DEPTH, num_heads=HEADS, **kwargs).eval()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("vit") / "vit.pth"
+    torch.save(image_vit().state_dict(), path)
+    return path
+
+
+def frames_of(video: torch.Tensor) -> torch.Tensor:
+    return video.permute(0, 2, 1, 3, 4).flatten(0, 1)  # (B·T, C, H, W)
+
+
+def test_central_frame_tubelet_embeds_the_central_frame(checkpoint: Path) -> None:
+    vit = image_vit()
+    net = video_net(SpatioTemporal, pt=2)
+    ImageViTInit(str(checkpoint), tubelet="central_frame")(net)
+    video = torch.randn(2, 3, T, S, S)
+    with torch.no_grad():
+        tokens = net.tokeniser(video)  # (B, t, s, D)
+        central = video[:, :, 1::2]  # slice pt // 2 = 1 of each 2-frame tubelet
+        expected = vit.patch_embed(frames_of(central)).reshape(2, T // 2, -1, D)
+    torch.testing.assert_close(tokens, expected)
+
+
+def test_average_tubelet_on_a_static_clip_is_the_image_embedding(checkpoint: Path) -> None:
+    vit = image_vit()
+    net = video_net(SpatioTemporal, pt=4)
+    ImageViTInit(str(checkpoint), tubelet="average")(net)
+    frame = torch.randn(2, 3, S, S)
+    video = frame[:, :, None].expand(-1, -1, T, -1, -1)
+    with torch.no_grad():
+        torch.testing.assert_close(net.tokeniser(video)[:, 0], vit.patch_embed(frame), rtol=1e-5, atol=1e-5)
+
+
+def test_tiled_positional_embedding(checkpoint: Path) -> None:
+    vit = image_vit()
+    net = video_net(SpatioTemporal)
+    report = ImageViTInit(str(checkpoint))(net)
+    t = net.tokeniser.num_frames
+    grid = vit.pos_embed[:, 1:]
+    assert torch.equal(net.pos_embed[:, :1], vit.pos_embed[:, :1])  # the CLS entry, once
+    for i in range(t):
+        assert torch.equal(net.pos_embed[:, 1 + i * grid.shape[1] : 1 + (i + 1) * grid.shape[1]], grid)
+    assert "tiled over 2 frames" in report.transformed["pos_embed"]
+
+
+def test_positional_grid_is_resized_in_2d(tmp_path: Path) -> None:
+    vit = VisionTransformer(img_size=48, patch_size=P, embed_dim=D, depth=DEPTH, num_heads=HEADS)  # 6×6 grid
+    net = video_net(SpatioTemporal)  # 4×4 grid
+    state, report = adapt_image_vit(vit.state_dict(), net)
+    assert state["pos_embed"].shape == net.pos_embed.shape
+    assert "6×6 → 4×4" in report.transformed["pos_embed"]
+
+
+def test_model_3_with_zero_temporal_attention_is_the_image_vit_per_frame(tmp_path: Path) -> None:
+    vit = image_vit(class_token=False, global_pool="avg", fc_norm=False)  # no CLS, norm before pooling, as Model 3
+    path = tmp_path / "vit.safetensors"
+    save_file(vit.state_dict(), str(path))
+    net = video_net(FactorisedSelfAttention, tokeniser=UniformFrameTokeniser, pt=1, pool="mean")
+    report = ImageViTInit(str(path), temporal_attn="zero")(net)
+    video = torch.randn(2, 3, T, S, S)
+    with torch.no_grad():
+        tokens = net.forward_features(video).reshape(2, T, -1, D)  # (B, t, s, D)
+        expected = vit.forward_features(frames_of(video)).reshape(2, T, -1, D)
+    torch.testing.assert_close(tokens, expected, rtol=1e-4, atol=1e-5)
+    assert all(how.startswith("zero") for k, how in report.transformed.items() if "temporal_attn" in k)
+
+
+def test_model_3_copy_temporal_attention(checkpoint: Path) -> None:
+    net = video_net(FactorisedSelfAttention, pool="mean")
+    ImageViTInit(str(checkpoint), temporal_attn="copy")(net)
+    assert torch.equal(net.blocks[1].temporal_attn.qkv.weight, net.blocks[1].attn.qkv.weight)
+
+
+def test_model_2_spatial_cls_output_is_the_image_vit_cls_output(checkpoint: Path) -> None:
+    vit = image_vit()
+    net = video_net(FactorisedEncoder, tokeniser=UniformFrameTokeniser, pt=1, pool="cls", temporal_depth=1)
+    report = ImageViTInit(str(checkpoint))(net)
+    video = torch.randn(2, 3, T, S, S)
+    with torch.no_grad():
+        frames = net.forward_spatial(video)  # (B, t, D)
+        expected = vit.forward_features(frames_of(video))[:, 0].reshape(2, T, D)
+    torch.testing.assert_close(frames, expected, rtol=1e-4, atol=1e-5)
+    assert report.transformed["pos_embed"].startswith("shared by all frames")
+
+
+EXPECTED_FRESH = {
+    SpatioTemporal: {"head.weight", "head.bias"},
+    FactorisedDotProduct: {"head.weight", "head.bias"},
+    FactorisedSelfAttention: {"head.weight", "head.bias"}
+    | {f"blocks.{i}.temporal_norm.{p}" for i in range(DEPTH) for p in ("weight", "bias")},
+    FactorisedEncoder: {"head.weight", "head.bias"},  # + every temporal.* key, added below
+}
+
+
+@pytest.mark.parametrize("cls", list(EXPECTED_FRESH))
+@pytest.mark.parametrize("tubelet", ["central_frame", "average", "random"])
+def test_expected_fresh_keys_are_exact(cls, tubelet: str, checkpoint: Path) -> None:
+    kwargs = {"pool": "mean"} if cls in (FactorisedSelfAttention, FactorisedDotProduct) else {}
+    net = video_net(cls, **kwargs)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    report = ImageViTInit(str(checkpoint), tubelet=tubelet)(net)
+    expected = set(EXPECTED_FRESH[cls]) | {k for k in net.state_dict() if k.startswith("temporal.")}
+    if tubelet == "random":
+        expected |= {"tokeniser.proj.weight", "tokeniser.proj.bias"}
+    assert set(report.fresh) == expected
+    assert all(torch.equal(net.state_dict()[k], before[k]) for k in report.fresh)
+    assert not any(torch.equal(net.state_dict()[k], before[k]) for k in report.copied)
+    assert set(report.copied) | set(report.transformed) | set(report.fresh) == set(net.state_dict())
+    assert "head.weight" in report.unused  # the image classifier is never loaded
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "message"),
+    [
+        (lambda sd: sd.pop("blocks.1.mlp.fc1.weight"), "missing key 'blocks.1.mlp.fc1.weight'"),
+        (lambda sd: sd.__setitem__("blocks.2.norm1.weight", torch.ones(D)), r"blocks\.2\.norm1\.weight"),
+        (lambda sd: sd.__setitem__("norm.weight", torch.ones(D + 1)), r"'norm.weight' has shape \(33,\)"),
+        (lambda sd: sd.__setitem__("blocks.0.attn.qkv.weight", torch.ones(3 * D, D + 1)), "blocks.0.attn.qkv.weight"),
+    ],
+)
+def test_mismatched_checkpoint_raises_naming_the_key(corrupt, message: str, tmp_path: Path) -> None:
+    state = image_vit().state_dict()
+    corrupt(state)
+    path = tmp_path / "bad.pth"
+    torch.save(state, path)
+    with pytest.raises(InitError, match=message):
+        ImageViTInit(str(path))(video_net(SpatioTemporal))
+
+
+def test_not_a_checkpoint_raises(tmp_path: Path) -> None:
+    path = tmp_path / "bad.pth"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(Exception, match="bad.pth|pickle|load"):
+        ImageViTInit(str(path))(video_net(SpatioTemporal))
+    with pytest.raises(FileNotFoundError, match="init.source"):
+        ImageViTInit(str(tmp_path / "none.pth"))(video_net(SpatioTemporal))
