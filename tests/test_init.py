@@ -20,7 +20,7 @@ from vivit.models import (
     TubeletTokeniser,
     UniformFrameTokeniser,
 )
-from vivit.models.init import ImageViTInit, InitError, adapt_image_vit
+from vivit.models.init import ImageViTInit, InitError, adapt_image_vit, read_state_dict
 
 D, DEPTH, HEADS, P, S, T = 32, 2, 2, 8, 32, 4
 
@@ -176,3 +176,60 @@ def test_not_a_checkpoint_raises(tmp_path: Path) -> None:
         ImageViTInit(str(path))(video_net(SpatioTemporal))
     with pytest.raises(FileNotFoundError, match="init.source"):
         ImageViTInit(str(tmp_path / "none.pth"))(video_net(SpatioTemporal))
+
+
+def test_transformers_vit_checkpoint_is_an_image_vit_source(tmp_path: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    config = transformers.ViTConfig(
+        image_size=S, patch_size=P, hidden_size=D, num_hidden_layers=DEPTH, num_attention_heads=HEADS,
+        intermediate_size=4 * D, hidden_act="gelu", layer_norm_eps=1e-6, num_labels=10,
+    )  # fmt: skip
+    hf = transformers.ViTForImageClassification(config).eval()
+    hf.save_pretrained(tmp_path / "hf_vit")
+    net = video_net(FactorisedEncoder, tokeniser=UniformFrameTokeniser, pt=1, pool="cls", temporal_depth=1)
+    ImageViTInit(str(tmp_path / "hf_vit"))(net)
+    video = torch.randn(2, 3, T, S, S)
+    with torch.no_grad():  # the spatial encoder is now the transformers ViT, frame by frame
+        expected = hf.vit(pixel_values=frames_of(video)).last_hidden_state[:, 0].reshape(2, T, D)
+        torch.testing.assert_close(net.forward_spatial(video), expected, rtol=1e-4, atol=1e-4)
+
+
+def to_google_npz(vit: VisionTransformer, path: Path) -> None:
+    """Write a timm ViT in the layout of Google's original ViT .npz files (the reverse of timm's loader)."""
+    import numpy as np
+
+    sd = {k: v.detach().numpy() for k, v in vit.state_dict().items()}
+    dh = D // HEADS
+    out = {
+        "embedding/kernel": sd["patch_embed.proj.weight"].transpose(2, 3, 1, 0),
+        "embedding/bias": sd["patch_embed.proj.bias"],
+        "cls": sd["cls_token"],
+        "Transformer/posembed_input/pos_embedding": sd["pos_embed"],
+        "Transformer/encoder_norm/scale": sd["norm.weight"],
+        "Transformer/encoder_norm/bias": sd["norm.bias"],
+        "head/kernel": sd["head.weight"].T,
+        "head/bias": sd["head.bias"],
+    }
+    for i in range(DEPTH):
+        b, o = f"blocks.{i}.", f"Transformer/encoderblock_{i}/"
+        mha = o + "MultiHeadDotProductAttention_1/"
+        for j, name in enumerate(("query", "key", "value")):
+            out[f"{mha}{name}/kernel"] = sd[b + "attn.qkv.weight"][j * D : (j + 1) * D].T.reshape(D, HEADS, dh)
+            out[f"{mha}{name}/bias"] = sd[b + "attn.qkv.bias"][j * D : (j + 1) * D].reshape(HEADS, dh)
+        out[mha + "out/kernel"] = sd[b + "attn.proj.weight"].reshape(D, HEADS, dh).transpose(1, 2, 0)
+        out[mha + "out/bias"] = sd[b + "attn.proj.bias"]
+        for ln, norm in (("LayerNorm_0", "norm1"), ("LayerNorm_2", "norm2")):
+            out[f"{o}{ln}/scale"], out[f"{o}{ln}/bias"] = sd[b + norm + ".weight"], sd[b + norm + ".bias"]
+        for r in range(2):
+            out[f"{o}MlpBlock_3/Dense_{r}/kernel"] = sd[f"{b}mlp.fc{r + 1}.weight"].T
+            out[f"{o}MlpBlock_3/Dense_{r}/bias"] = sd[f"{b}mlp.fc{r + 1}.bias"]
+    np.savez(path, **out)
+
+
+def test_google_npz_is_read_through_timm(tmp_path: Path) -> None:
+    vit = image_vit()
+    to_google_npz(vit, tmp_path / "ViT-tiny.npz")
+    state = read_state_dict(tmp_path / "ViT-tiny.npz")
+    assert state.keys() == vit.state_dict().keys()
+    for key, value in vit.state_dict().items():
+        torch.testing.assert_close(state[key], value, msg=key)

@@ -219,27 +219,67 @@ def resize_grid(grid: Tensor, size: tuple[int, int]) -> tuple[Tensor, str]:
 
 
 def read_state_dict(source: str | Path) -> dict[str, Tensor]:
-    """A timm-format image ViT state dict from a local .pth/.pt/.bin/.safetensors file, or ``timm:<name>``
-    (downloads the pretrained weights through timm; needs network access)."""
+    """A timm-format image ViT state dict from:
+
+    - a local .pth/.pt/.bin/.safetensors file with timm or transformers key names,
+    - a transformers model directory (model.safetensors or pytorch_model.bin inside),
+    - Google's original ViT .npz (read through timm's own npz loader),
+    - ``timm:<name>`` or ``hf:<repo id>``, downloaded (network access needed).
+    """
     text = str(source)
     if text.startswith("timm:"):
         import timm
 
         return timm.create_model(text[len("timm:") :], pretrained=True).state_dict()
+    if text.startswith("hf:"):
+        from huggingface_hub import snapshot_download
+
+        text = snapshot_download(text[len("hf:") :], allow_patterns=["*.json", "*.safetensors", "*.bin"])
     path = Path(text)
+    if path.is_dir():
+        path = next((path / n for n in ("model.safetensors", "pytorch_model.bin") if (path / n).is_file()), path)
     if not path.is_file():
-        raise FileNotFoundError(f"init.source={text!r} is not a file (or timm:<model name>)")
+        raise FileNotFoundError(f"init.source={str(source)!r} is not a checkpoint file or model directory")
+    if path.suffix == ".npz":
+        return read_google_npz(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    for wrapper in ("state_dict", "model"):  # common checkpoint wrappers
-        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        for wrapper in ("state_dict", "model"):  # common checkpoint wrappers
+            if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+                state = state[wrapper]
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise InitError(f"{path}: not a state dict of tensors")
-    return state
+    return transformers_to_timm(state, str(path)) if is_transformers_vit(state) else state
+
+
+def read_google_npz(path: Path) -> dict[str, Tensor]:
+    """Google's ViT .npz (e.g. imagenet21k/ViT-B_16.npz, as the paper used) as a timm state dict.
+
+    The sizes are read off the arrays; timm's own loader then does the conversion.
+    """
+    import numpy as np
+    from timm.models.vision_transformer import VisionTransformer
+
+    with np.load(path) as npz:
+        shapes = {k: npz[k].shape for k in npz.files}
+    if "embedding/kernel" not in shapes:
+        raise InitError(f"{path}: not a ViT .npz (no 'embedding/kernel')")
+    ph, pw, chans, dim = shapes["embedding/kernel"]
+    depth = len({k.split("/")[1] for k in shapes if k.startswith("Transformer/encoderblock_")})
+    heads = shapes["Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel"][1]
+    mlp = shapes["Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel"][1]
+    tokens = shapes["Transformer/posembed_input/pos_embedding"][1] - ("cls" in shapes)
+    grid = int(round(tokens**0.5))
+    vit = VisionTransformer(
+        img_size=grid * ph, patch_size=ph, in_chans=chans, embed_dim=dim, depth=depth, num_heads=heads,
+        mlp_ratio=mlp / dim, class_token="cls" in shapes, num_classes=shapes.get("head/kernel", (dim, 0))[1],
+    )  # fmt: skip
+    vit.load_pretrained(str(path))
+    return vit.state_dict()
 
 
 class ImageViTInit:
@@ -263,8 +303,7 @@ class ImageViTInit:
         return report
 
 
-# transformers' VivitForVideoClassification, as released (google/vivit-b-16x2-kinetics400) and as
-# save_pretrained writes it: its key -> ours, per encoder layer and for the rest.
+# transformers' ViT / ViViT key names (as released, and as save_pretrained writes them) -> timm's.
 HF_LAYER_KEYS = {
     "attention.output.dense": "attn.proj",
     "layernorm_before": "norm1",
@@ -273,16 +312,49 @@ HF_LAYER_KEYS = {
     "output.dense": "mlp.fc2",
 }
 HF_KEYS = {
-    "vivit.embeddings.cls_token": "cls_token",
-    "vivit.embeddings.position_embeddings": "pos_embed",
-    "vivit.embeddings.patch_embeddings.projection.weight": "tokeniser.proj.weight",
-    "vivit.embeddings.patch_embeddings.projection.bias": "tokeniser.proj.bias",
-    "vivit.layernorm.weight": "norm.weight",
-    "vivit.layernorm.bias": "norm.bias",
+    "embeddings.cls_token": "cls_token",
+    "embeddings.position_embeddings": "pos_embed",
+    "embeddings.patch_embeddings.projection.weight": "patch_embed.proj.weight",
+    "embeddings.patch_embeddings.projection.bias": "patch_embed.proj.bias",
+    "layernorm.weight": "norm.weight",
+    "layernorm.bias": "norm.bias",
     "classifier.weight": "head.weight",
     "classifier.bias": "head.bias",
+    "pooler.dense.weight": "pre_logits.fc.weight",
+    "pooler.dense.bias": "pre_logits.fc.bias",
 }
 HF_GELU = {"gelu": "none", "gelu_fast": "tanh", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}
+
+
+def is_transformers_vit(state: Mapping[str, Tensor]) -> bool:
+    return any(".encoder.layer." in k or k.startswith("encoder.layer.") for k in state)
+
+
+def transformers_to_timm(hf: Mapping[str, Tensor], source: str = "checkpoint") -> dict[str, Tensor]:
+    """transformers ViT/ViViT keys (``vit.`` / ``vivit.`` prefix optional) -> timm ViT keys; q, k, v fused."""
+    out: dict[str, Tensor] = {}
+    qkv: dict[tuple[str, str], dict[str, Tensor]] = {}
+    for key, value in hf.items():
+        name = key.split(".", 1)[1] if key.startswith(("vit.", "vivit.")) else key
+        if name in HF_KEYS:
+            out[HF_KEYS[name]] = value
+            continue
+        if not name.startswith("encoder.layer."):
+            raise InitError(f"{source}: unexpected key {key!r}")
+        index, rest = name[len("encoder.layer.") :].split(".", 1)
+        sub, kind = rest.rsplit(".", 1)
+        if sub in HF_LAYER_KEYS:
+            out[f"blocks.{index}.{HF_LAYER_KEYS[sub]}.{kind}"] = value
+        elif sub in ("attention.attention.query", "attention.attention.key", "attention.attention.value"):
+            qkv.setdefault((index, kind), {})[sub.rsplit(".", 1)[1]] = value
+        else:
+            raise InitError(f"{source}: unexpected key {key!r}")
+    for (index, kind), parts in qkv.items():
+        missing = {"query", "key", "value"} - parts.keys()
+        if missing:
+            raise InitError(f"{source}: layer {index} lacks attention {sorted(missing)} {kind}")
+        out[f"blocks.{index}.attn.qkv.{kind}"] = torch.cat([parts["query"], parts["key"], parts["value"]])
+    return out
 
 
 def adapt_hf_vivit(
@@ -294,32 +366,7 @@ def adapt_hf_vivit(
             f"{source}: a transformers ViViT checkpoint is Model 1 with a CLS token: "
             "use model=spatiotemporal with model.net.pool=cls"
         )
-    report = InitReport(source=source)
-    state: dict[str, Tensor] = {}
-    prefix = "vivit.encoder.layer."
-    for key, value in hf.items():
-        if key in HF_KEYS:
-            state[HF_KEYS[key]] = value
-            continue
-        if not key.startswith(prefix):
-            raise InitError(f"{source}: unexpected key {key!r}")
-        index, rest = key[len(prefix) :].split(".", 1)
-        name, kind = rest.rsplit(".", 1)
-        if name in HF_LAYER_KEYS:
-            state[f"blocks.{index}.{HF_LAYER_KEYS[name]}.{kind}"] = value
-        elif name in ("attention.attention.query", "attention.attention.key", "attention.attention.value"):
-            continue  # fused below
-        else:
-            raise InitError(f"{source}: unexpected key {key!r}")
-    depth = len(net.blocks)
-    for i in range(depth):
-        parts = [f"{prefix}{i}.attention.attention.{p}" for p in ("query", "key", "value")]
-        for kind in ("weight", "bias"):
-            missing = [f"{p}.{kind}" for p in parts if f"{p}.{kind}" not in hf]
-            if missing:
-                raise InitError(f"{source}: missing keys {missing}")
-            state[f"blocks.{i}.attn.qkv.{kind}"] = torch.cat([hf[f"{p}.{kind}"] for p in parts])
-            report.transformed[f"blocks.{i}.attn.qkv.{kind}"] = "query, key and value concatenated"
+    state = {k.replace("patch_embed.proj", "tokeniser.proj"): v for k, v in transformers_to_timm(hf, source).items()}
     target = net.state_dict()
     missing, unexpected = sorted(set(target) - set(state)), sorted(set(state) - set(target))
     if missing or unexpected:
@@ -329,8 +376,8 @@ def adapt_hf_vivit(
             raise InitError(
                 f"{source}: {key!r} has shape {tuple(value.shape)}, the network needs {tuple(target[key].shape)}"
             )
-    report.copied = sorted(k for k in state if k not in report.transformed)
-    return state, report
+    qkv = {k: "query, key and value concatenated" for k in state if ".attn.qkv." in k}
+    return state, InitReport(source=source, copied=sorted(set(state) - set(qkv)), transformed=qkv)
 
 
 class HFViViTInit:
@@ -360,7 +407,10 @@ class HFViViTInit:
                 f"{root}: hidden_act={config.get('hidden_act')!r} needs model.net.gelu={gelu!r}, "
                 f"the network has {block_gelu!r}"
             )
-        state, report = adapt_hf_vivit(read_state_dict(weights), net, source=str(root))
+        from safetensors.torch import load_file
+
+        raw = load_file(str(weights)) if weights.suffix == ".safetensors" else torch.load(weights, weights_only=True)
+        state, report = adapt_hf_vivit(raw, net, source=str(root))
         net.load_state_dict(state, strict=True)
         id2label = config.get("id2label") or {}
         self.labels = [id2label.get(str(i), str(i)) for i in range(net.num_classes)]
