@@ -20,7 +20,7 @@ from vivit.models import (
     TubeletTokeniser,
     UniformFrameTokeniser,
 )
-from vivit.models.init import ImageViTInit, InitError, adapt_image_vit, read_state_dict
+from vivit.models.init import ImageViTInit, InitError, adapt_image_vit, read_state_dict, source_normalisation
 
 D, DEPTH, HEADS, P, S, T = 32, 2, 2, 8, 32, 4
 
@@ -233,3 +233,13 @@ def test_google_npz_is_read_through_timm(tmp_path: Path) -> None:
     assert state.keys() == vit.state_dict().keys()
     for key, value in vit.state_dict().items():
         torch.testing.assert_close(state[key], value, msg=key)
+
+
+def test_normalisation_comes_from_the_checkpoint(tmp_path: Path, checkpoint: Path) -> None:
+    to_google_npz(image_vit(), tmp_path / "vit.npz")
+    report = ImageViTInit(str(tmp_path / "vit.npz"))(video_net(SpatioTemporal))
+    assert (report.mean, report.std) == ((0.5,) * 3, (0.5,) * 3)  # Google ViT: [-1, 1]
+    assert source_normalisation("timm:deit_tiny_patch16_224") == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    assert ImageViTInit(str(checkpoint))(video_net(SpatioTemporal)).mean is None  # a bare state dict does not say
+    explicit = ImageViTInit(str(checkpoint), mean=(0.1, 0.2, 0.3), std=(0.4, 0.5, 0.6))(video_net(SpatioTemporal))
+    assert (explicit.mean, explicit.std) == ((0.1, 0.2, 0.3), (0.4, 0.5, 0.6))

@@ -87,6 +87,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("ckpt_path") is None and "_target_" in cfg.get("init", {}):  # resuming restores trained weights
         report = instantiate(cfg.init)(model.net)
         log.info("%s", report)
+        if report.mean is not None:  # the weights decide the input normalisation
+            datamodule.mean, datamodule.std = tuple(report.mean), tuple(report.std)
+        else:
+            log.warning("%s does not state its input normalisation: using data.mean/std", report.source)
         if rank_zero_only.rank == 0:
             report.save(Path(cfg.paths.output_dir) / "init_report.json")
 

@@ -63,6 +63,9 @@ class InitReport:
     transformed: dict[str, str] = field(default_factory=dict)  # target key -> how
     fresh: list[str] = field(default_factory=list)  # kept the network's own initialisation
     unused: list[str] = field(default_factory=list)  # source keys with no counterpart (e.g. the image head)
+    # The pixel normalisation the weights expect, (x/255 - mean)/std, when the source states it.
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
 
     def __str__(self) -> str:
         lines = [f"initialised from {self.source}: {len(self.copied)} copied, {len(self.transformed)} transformed, "
@@ -70,6 +73,8 @@ class InitReport:
         lines += [f"  transformed {k}: {how}" for k, how in self.transformed.items()]
         lines += [f"  fresh {k}" for k in self.fresh]
         lines += [f"  unused {k}" for k in self.unused]
+        if self.mean is not None:
+            lines.append(f"  input normalisation: mean {self.mean}, std {self.std}")
         return "\n".join(lines)
 
     def save(self, path: str | Path) -> None:
@@ -282,6 +287,28 @@ def read_google_npz(path: Path) -> dict[str, Tensor]:
     return vit.state_dict()
 
 
+ZERO_CENTRED = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # x/127.5 - 1: Google ViT and ViViT weights
+
+
+def source_normalisation(source: str | Path) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """(mean, std) that a checkpoint's weights expect, where the source says so; else None."""
+    text = str(source)
+    if text.startswith("timm:"):
+        import timm
+
+        cfg = timm.models.get_pretrained_cfg(text[len("timm:") :])  # offline: the registry, not the hub
+        return (tuple(cfg.mean), tuple(cfg.std)) if cfg is not None else None
+    path = Path(text)
+    if path.suffix == ".npz":
+        return ZERO_CENTRED
+    processor = (path if path.is_dir() else path.parent) / "preprocessor_config.json"
+    if processor.is_file():  # transformers' image processor
+        config = json.loads(processor.read_text())
+        if "image_mean" in config and "image_std" in config:
+            return tuple(config["image_mean"]), tuple(config["image_std"])
+    return None
+
+
 class ImageViTInit:
     """``init(net)``: load an image ViT checkpoint into ``net`` strictly; returns the InitReport."""
 
@@ -290,8 +317,15 @@ class ImageViTInit:
         source: str,
         tubelet: TubeletInit = "central_frame",
         temporal_attn: TemporalAttnInit = "zero",
+        mean: tuple[float, ...] | None = None,
+        std: tuple[float, ...] | None = None,
     ) -> None:
+        """``mean``/``std``: the input normalisation the weights expect; None reads it from the source
+        where the source states it (timm's pretrained config, Google .npz, transformers' processor)."""
         self.source, self.tubelet, self.temporal_attn = source, tubelet, temporal_attn
+        if (mean is None) != (std is None):
+            raise InitError("give both init.mean and init.std, or neither")
+        self.normalisation = (tuple(mean), tuple(std)) if mean is not None else None
 
     def __call__(self, net: VideoTransformer) -> InitReport:
         image = read_state_dict(self.source)
@@ -300,6 +334,7 @@ class ImageViTInit:
         )
         missing, unexpected = net.load_state_dict(state, strict=False)
         assert not unexpected and set(missing) == set(report.fresh), (missing, unexpected)  # adapt_image_vit checked
+        report.mean, report.std = self.normalisation or source_normalisation(self.source) or (None, None)
         return report
 
 
@@ -412,6 +447,7 @@ class HFViViTInit:
         raw = load_file(str(weights)) if weights.suffix == ".safetensors" else torch.load(weights, weights_only=True)
         state, report = adapt_hf_vivit(raw, net, source=str(root))
         net.load_state_dict(state, strict=True)
+        report.mean, report.std = ZERO_CENTRED  # ViViT's pixels are x/127.5 - 1
         id2label = config.get("id2label") or {}
         self.labels = [id2label.get(str(i), str(i)) for i in range(net.num_classes)]
         return report
