@@ -16,6 +16,10 @@ What each target key gets:
   block, the paper) or a ``copy`` of the spatial attention (the official code's default).
 - Always fresh: the classifier ``head``; Model 2's temporal encoder (``temporal.*``); Model 3's
   ``temporal_norm``.
+
+Sources (``read_state_dict``): timm state dicts, transformers ViT checkpoints (converted to timm names),
+Google's ViT .npz (through timm's loader), ``timm:<name>`` and ``hf:<repo>``. ``HFViViTInit`` loads a
+released transformers ViViT (google/vivit-b-16x2-kinetics400 format) into Model 1, classifier included.
 """
 
 from __future__ import annotations
@@ -393,15 +397,16 @@ def transformers_to_timm(hf: Mapping[str, Tensor], source: str = "checkpoint") -
 
 
 def adapt_hf_vivit(
-    hf: Mapping[str, Tensor], net: VideoTransformer, source: str = "ViViT checkpoint"
+    vivit: Mapping[str, Tensor], net: VideoTransformer, source: str = "ViViT checkpoint"
 ) -> tuple[dict[str, Tensor], InitReport]:
-    """A transformers ViViT state dict -> Model 1's keys, classifier included; every key must match."""
+    """A transformers ViViT state dict, in timm key names (``transformers_to_timm``) -> Model 1's keys,
+    classifier included; every key must match."""
     if not isinstance(net, SpatioTemporal) or net.pool != "cls":
         raise InitError(
             f"{source}: a transformers ViViT checkpoint is Model 1 with a CLS token: "
             "use model=spatiotemporal with model.net.pool=cls"
         )
-    state = {k.replace("patch_embed.proj", "tokeniser.proj"): v for k, v in transformers_to_timm(hf, source).items()}
+    state = {k.replace("patch_embed.proj", "tokeniser.proj"): v for k, v in vivit.items()}
     target = net.state_dict()
     missing, unexpected = sorted(set(target) - set(state)), sorted(set(state) - set(target))
     if missing or unexpected:
@@ -432,9 +437,6 @@ class HFViViTInit:
         if not config_path.is_file():
             raise FileNotFoundError(f"init.source={self.source!r} has no config.json (a transformers ViViT directory)")
         config = json.loads(config_path.read_text())
-        weights = next((root / n for n in ("model.safetensors", "pytorch_model.bin") if (root / n).is_file()), None)
-        if weights is None:
-            raise FileNotFoundError(f"{root}: no model.safetensors or pytorch_model.bin")
         gelu = HF_GELU.get(config.get("hidden_act", "gelu"))
         block_gelu = net.blocks[0].mlp.act.approximate
         if gelu != block_gelu:
@@ -442,10 +444,7 @@ class HFViViTInit:
                 f"{root}: hidden_act={config.get('hidden_act')!r} needs model.net.gelu={gelu!r}, "
                 f"the network has {block_gelu!r}"
             )
-        from safetensors.torch import load_file
-
-        raw = load_file(str(weights)) if weights.suffix == ".safetensors" else torch.load(weights, weights_only=True)
-        state, report = adapt_hf_vivit(raw, net, source=str(root))
+        state, report = adapt_hf_vivit(read_state_dict(root), net, source=str(root))
         net.load_state_dict(state, strict=True)
         report.mean, report.std = ZERO_CENTRED  # ViViT's pixels are x/127.5 - 1
         id2label = config.get("id2label") or {}
