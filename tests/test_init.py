@@ -243,3 +243,22 @@ def test_normalisation_comes_from_the_checkpoint(tmp_path: Path, checkpoint: Pat
     assert ImageViTInit(str(checkpoint))(video_net(SpatioTemporal)).mean is None  # a bare state dict does not say
     explicit = ImageViTInit(str(checkpoint), mean=(0.1, 0.2, 0.3), std=(0.4, 0.5, 0.6))(video_net(SpatioTemporal))
     assert (explicit.mean, explicit.std) == ((0.1, 0.2, 0.3), (0.4, 0.5, 0.6))
+
+
+def test_image_vit_pretrained_on_builtin_frames_initialises_the_video_model(data_dir: Path, tmp_path: Path) -> None:
+    from vivit.image_pretraining import pretrain_image_vit
+
+    out = tmp_path / "image_vit.pth"
+    accuracy = pretrain_image_vit(
+        data_dir / "moving_digits",
+        out,
+        embed_dim=D,
+        depth=DEPTH,
+        num_heads=HEADS,
+        patch_size=P,
+        epochs=1,
+        batch_size=16,
+    )
+    assert 0.0 <= accuracy <= 1.0
+    report = ImageViTInit(str(out))(video_net(SpatioTemporal))
+    assert set(report.fresh) == {"head.weight", "head.bias"}
