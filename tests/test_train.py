@@ -34,8 +34,13 @@ def test_init_from_image_vit_checkpoint(tiny_cfg, tmp_path: Path) -> None:
 
     vit = VisionTransformer(img_size=32, patch_size=16, embed_dim=32, depth=1, num_heads=2)  # TINY_NET's sizes
     torch.save(vit.state_dict(), tmp_path / "vit.pth")
-    train(tiny_cfg("init=image_vit", f"init.source={tmp_path / 'vit.pth'}", "debug=fdr"))
+    cfg = tiny_cfg("init=image_vit", f"init.source={tmp_path / 'vit.pth'}", "init.mean=[0.1,0.2,0.3]",
+                   "init.std=[0.4,0.5,0.6]", "debug=limit", "trainer.max_epochs=1")  # fmt: skip
+    train(cfg)
     report = json.loads((tmp_path / "init_report.json").read_text())
+    assert report["mean"] == [0.1, 0.2, 0.3]
+    checkpoint = torch.load(next((tmp_path / "checkpoints").glob("*.ckpt")), weights_only=True)
+    assert checkpoint[CONFIG_KEY]["data"]["std"] == [0.4, 0.5, 0.6]  # evaluation normalises as training did
     assert report["transformed"]["tokeniser.proj.weight"].startswith("central_frame")
     assert {"head.weight", "head.bias"} <= set(report["fresh"])
 

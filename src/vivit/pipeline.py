@@ -87,7 +87,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("ckpt_path") is None and "_target_" in cfg.get("init", {}):  # resuming restores trained weights
         report = instantiate(cfg.init)(model.net)
         log.info("%s", report)
-        if report.mean is not None:  # the weights decide the input normalisation
+        if report.mean is not None:  # the weights decide the input normalisation; the run config records it
+            cfg.data.mean, cfg.data.std = list(report.mean), list(report.std)
             datamodule.mean, datamodule.std = tuple(report.mean), tuple(report.std)
         else:
             log.warning("%s does not state its input normalisation: using data.mean/std", report.source)
