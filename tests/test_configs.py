@@ -56,6 +56,10 @@ def test_every_option_composes_and_instantiates(group: str, option: str, data_di
         overrides.append("trainer.precision=bf16-mixed")
     if group == "init" and option != "scratch":
         overrides.append("init.source=vit.pth")
+    if group == "data" and not option.startswith("moving_digits"):
+        overrides.append(f"data.root={tmp_path}")  # a real dataset: construction only checks that the root exists
+        if option == "video_csv":
+            overrides.append("data.heads.label=5")  # the custom dataset's class count is the user's
     if group == "backbone" and option == "h":
         overrides.append("data.crop_size=28")  # ViT-H/14: the crop must be a multiple of 14
     cfg = compose_config(overrides=overrides, output_dir=tmp_path)

@@ -56,6 +56,7 @@ def _data_module(root: Path, **overrides) -> VideoDataModule:
     kwargs = dict(
         root=str(root),
         annotations=read_epic_kitchens_100,
+        classes=read_class_names,
         heads={"verb": 6},
         num_frames=4,
         stride=2,

@@ -1,4 +1,4 @@
-"""Video data: the built-in moving-digits dataset, EPIC-KITCHENS-100 annotations, decoding and loaders.
+"""Video data: the built-in moving-digits dataset, readers of real datasets' annotations, decoding and loaders.
 
 Names are imported on first use, so that ``python -m vivit.data.moving_digits`` neither imports Lightning
 nor finds its module already imported by this package (runpy warns about that).
@@ -13,7 +13,11 @@ if TYPE_CHECKING:
     from vivit.data.datamodule import Batch, VideoClipDataset, VideoDataModule, VideoRecord
     from vivit.data.decoding import VideoDecodeError, decode_frames
     from vivit.data.epic_kitchens import read_class_names, read_epic_kitchens_100
+    from vivit.data.kinetics import read_kinetics, read_kinetics_class_names
+    from vivit.data.moments_in_time import read_moments_class_names, read_moments_in_time
     from vivit.data.moving_digits import generate_moving_digits
+    from vivit.data.ssv2 import read_ssv2, read_ssv2_class_names
+    from vivit.data.video_csv import read_video_csv, read_video_csv_class_names
 
 _EXPORTS = {
     "Batch": "datamodule",
@@ -24,7 +28,15 @@ _EXPORTS = {
     "decode_frames": "decoding",
     "read_class_names": "epic_kitchens",
     "read_epic_kitchens_100": "epic_kitchens",
+    "read_kinetics": "kinetics",
+    "read_kinetics_class_names": "kinetics",
+    "read_moments_class_names": "moments_in_time",
+    "read_moments_in_time": "moments_in_time",
     "generate_moving_digits": "moving_digits",
+    "read_ssv2": "ssv2",
+    "read_ssv2_class_names": "ssv2",
+    "read_video_csv": "video_csv",
+    "read_video_csv_class_names": "video_csv",
 }
 __all__ = [
     "Batch",
@@ -36,6 +48,14 @@ __all__ = [
     "generate_moving_digits",
     "read_class_names",
     "read_epic_kitchens_100",
+    "read_kinetics",
+    "read_kinetics_class_names",
+    "read_moments_class_names",
+    "read_moments_in_time",
+    "read_ssv2",
+    "read_ssv2_class_names",
+    "read_video_csv",
+    "read_video_csv_class_names",
 ]
 
 

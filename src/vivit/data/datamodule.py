@@ -13,7 +13,7 @@ from lightning import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from vivit.data.decoding import VideoDecodeError, decode_frames
+from vivit.data.decoding import VideoDecodeError, count_frames, decode_frames
 from vivit.data.sampling import clip_indices
 from vivit.data.transforms import clip_transform
 
@@ -24,13 +24,55 @@ MAX_TRIES = 10  # training: decode attempts (the first video, then random others
 
 @dataclass(frozen=True)
 class VideoRecord:
-    """One labelled segment: frames ``start`` (0-based) to ``stop`` (exclusive) of the file at ``path``."""
+    """One labelled segment: frames ``start`` (0-based) to ``stop`` (exclusive) of the file at ``path``.
+
+    ``stop=None`` means the end of the file: whole-clip datasets (Kinetics, SSv2, Moments in Time) do not
+    list frame counts, so the frames are counted when the clip is decoded.
+    """
 
     path: Path
     start: int
-    stop: int
+    stop: int | None
     labels: dict[str, int]  # label set -> class id, e.g. {"verb": 3, "noun": 7}
     name: str  # e.g. the EPIC narration_id, for messages
+
+
+def usable_records(
+    records: Sequence[VideoRecord], unknown: Sequence[tuple[str, str]], source: Path, root: Path
+) -> list[VideoRecord]:
+    """The records of annotation file ``source`` whose video exists: every reader ends with this check.
+
+    ``unknown`` holds ``(row name, label)`` for the rows whose label is not a class of the dataset. Those
+    and the rows whose video is missing are logged, with a count and the first names, and left out; the
+    split goes on without them. Raises, naming ``source`` and ``root``, when no row is left.
+    """
+    exists: dict[Path, bool] = {}
+    kept, missing = [], []
+    for record in records:
+        if record.path not in exists:
+            exists[record.path] = record.path.is_file()
+        (kept if exists[record.path] else missing).append(record)
+    total = len(records) + len(unknown)
+    if unknown:
+        first = ", ".join(f"{name} ({label!r})" for name, label in unknown[:5])
+        log.warning(
+            "%s: skipped %d of %d rows whose label is not a class (first: %s)", source, len(unknown), total, first
+        )
+    if missing:
+        first = ", ".join(record.name for record in missing[:5])
+        log.warning(
+            "%s: skipped %d of %d rows whose video is missing under %s (first: %s; e.g. no %s)",
+            source,
+            len(missing),
+            total,
+            root,
+            first,
+            missing[0].path,
+        )
+    if not kept:
+        example = f" (e.g. no {missing[0].path})" if missing else ""
+        raise ValueError(f"{source}: none of its {total} rows has a known label and a video under {root}{example}")
+    return kept
 
 
 class Batch(TypedDict):
@@ -82,7 +124,8 @@ class VideoClipDataset(Dataset):
     def _load(self, index: int) -> dict[str, Tensor]:
         record = self.records[index]
         offset = float(torch.rand(()).item()) if self.train else "centre"
-        indices = clip_indices(record.stop - record.start, self.num_frames, self.stride, offset=offset)
+        stop = count_frames(record.path) if record.stop is None else record.stop
+        indices = clip_indices(stop - record.start, self.num_frames, self.stride, offset=offset)
         frames = decode_frames(record.path, [record.start + i for i in indices])  # (T, H, W, 3) uint8
         labels = [record.labels[head] for head in self.heads]
         return {
@@ -97,7 +140,9 @@ class VideoDataModule(LightningDataModule):
 
     ``annotations(root, split)`` returns the records of "train", "val" or "test". ``heads`` maps label-set
     name to class count, e.g. ``{"verb": 6}`` or ``{"verb": 97, "noun": 300}``; ``num_classes`` (the total
-    number of logits, read by the model config) must equal their sum. ``generate(root)``, when given,
+    number of logits, read by the model config) must equal their sum. ``classes(root)``, when given,
+    returns the class names per head; ``setup`` then checks that their counts match ``heads``, since
+    a wrong count would shift or overflow the class indices. ``generate(root)``, when given,
     creates the dataset in ``prepare_data`` (the built-in one skips this when it is already there).
     Batches are :class:`Batch` dicts.
     """
@@ -118,6 +163,7 @@ class VideoDataModule(LightningDataModule):
         num_workers: int = 0,
         generate: Callable[[Path], None] | None = None,
         num_classes: int | None = None,
+        classes: Callable[[Path], dict[str, list[str]]] | None = None,
     ) -> None:
         super().__init__()
         self.root = Path(root)
@@ -143,7 +189,7 @@ class VideoDataModule(LightningDataModule):
             raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
         if not 0.0 <= hflip_prob <= 1.0:
             raise ValueError(f"data.hflip_prob must be in [0, 1], got {hflip_prob}")
-        self.annotations, self.generate = annotations, generate
+        self.annotations, self.generate, self.classes = annotations, generate, classes
         self.num_classes = sum(self.heads.values())
         self.num_frames, self.stride = num_frames, stride
         self.crop_size, self.min_resize, self.hflip_prob = crop_size, min_resize, hflip_prob
@@ -153,10 +199,12 @@ class VideoDataModule(LightningDataModule):
 
     @property
     def class_names(self) -> dict[str, list[str]]:
-        """Class names per head, for printing predictions (EPIC-format roots)."""
-        from vivit.data.epic_kitchens import read_class_names
-
-        names = read_class_names(self.root)
+        """Class names per head, indexed by class id, for printing predictions."""
+        if self.classes is None:
+            raise ValueError("data.classes is not set: this dataset has no class-name reader")
+        names = self.classes(self.root)
+        if missing := [head for head in self.heads if head not in names]:
+            raise ValueError(f"data.heads {missing} have no class names in {self.root} (it has {sorted(names)})")
         return {head: names[head] for head in self.heads}
 
     def prepare_data(self) -> None:
@@ -164,6 +212,13 @@ class VideoDataModule(LightningDataModule):
             self.generate(self.root)
 
     def setup(self, stage: str | None = None) -> None:
+        if self.classes is not None and not self.datasets:
+            for head, names in self.class_names.items():
+                if len(names) != self.heads[head]:
+                    raise ValueError(
+                        f"data.heads.{head}={self.heads[head]}, but the dataset under {self.root} has "
+                        f"{len(names)} {head} classes: set data.heads and data.num_classes to match"
+                    )
         splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
         for split in splits[stage] if stage else ("train", "val", "test"):
             if split in self.datasets:
@@ -178,6 +233,7 @@ class VideoDataModule(LightningDataModule):
                 std=self.std,
             )
             records = self.annotations(self.root, split)
+            log.info("%s: %d clips in %s", self.root, len(records), split)
             self.datasets[split] = VideoClipDataset(records, self.num_frames, self.stride, transform, train, self.heads)
 
     def _loader(self, split: str) -> DataLoader:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import av
@@ -23,6 +24,31 @@ class VideoDecodeError(RuntimeError):
         self.reason = reason
 
 
+@contextmanager
+def _unusable_as_decode_error(path: str | Path) -> Iterator[None]:
+    """FileNotFoundError, av.error.InvalidDataError, ...: all mean "unusable file", named in a VideoDecodeError."""
+    try:
+        yield
+    except VideoDecodeError:
+        raise
+    except Exception as error:
+        raise VideoDecodeError(path, f"{type(error).__name__}: {error}") from error
+
+
+def count_frames(path: str | Path) -> int:
+    """Number of frames in the file's video stream, counted by demuxing (no decoding).
+
+    Counts the packets the decoder would turn into frames; container metadata (``stream.frames``) is
+    absent from WebM and not trusted elsewhere.
+    """
+    with _unusable_as_decode_error(path), av.open(str(path)) as container:
+        stream = _video_stream(container, path)
+        count = sum(1 for packet in container.demux(stream) if packet.size and not packet.is_discard)
+    if count == 0:
+        raise VideoDecodeError(path, "the video stream has no frames")
+    return count
+
+
 def decode_frames(path: str | Path, indices: Sequence[int]) -> np.ndarray:
     """Frames at 0-based ``indices`` (may repeat, any order) as uint8 RGB ``(T, H, W, 3)``, T = len(indices).
 
@@ -32,7 +58,7 @@ def decode_frames(path: str | Path, indices: Sequence[int]) -> np.ndarray:
     if len(indices) == 0 or min(indices) < 0:
         raise ValueError(f"indices must be a non-empty sequence of frame positions >= 0, got {list(indices)}")
     wanted = set(indices)
-    try:
+    with _unusable_as_decode_error(path):
         # `with` closes the container even on error: an open one can deadlock forked DataLoader workers.
         frames = None
         if min(wanted) >= SEEK_THRESHOLD:
@@ -41,10 +67,6 @@ def decode_frames(path: str | Path, indices: Sequence[int]) -> np.ndarray:
         if frames is None:
             with av.open(str(path)) as container:
                 frames = _decode_from_start(_video_stream(container, path), wanted)
-    except VideoDecodeError:
-        raise
-    except Exception as error:  # FileNotFoundError, av.error.InvalidDataError, ...: all mean "unusable file"
-        raise VideoDecodeError(path, f"{type(error).__name__}: {error}") from error
     if len(frames) < len(wanted):
         raise VideoDecodeError(path, f"no frame at index {max(wanted - frames.keys())}")
     return np.stack([frames[i] for i in indices])

@@ -11,29 +11,13 @@ reads the validation file, as is usual for EPIC-KITCHENS-100 results outside the
 
 from __future__ import annotations
 
-import csv
-import logging
 from pathlib import Path
 
-from vivit.data.datamodule import VideoRecord
-
-log = logging.getLogger(__name__)
+from vivit.data.annotations import names_by_index, read_csv
+from vivit.data.datamodule import VideoRecord, usable_records
 
 SPLIT_FILES = {"train": "EPIC_100_train.csv", "val": "EPIC_100_validation.csv", "test": "EPIC_100_validation.csv"}
 _REQUIRED = ("narration_id", "participant_id", "video_id", "start_frame", "stop_frame", "verb_class", "noun_class")
-
-
-def _read_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
-    """Rows by header name; fails naming the file when it or a required column is missing."""
-    if not path.is_file():
-        raise FileNotFoundError(f"EPIC-KITCHENS annotation file not found: {path}")
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        columns = reader.fieldnames or []
-        for column in required:
-            if column not in columns:
-                raise ValueError(f"{path}: missing column {column!r} (has {columns})")
-        return list(reader)
 
 
 def read_class_names(root: str | Path) -> dict[str, list[str]]:
@@ -41,11 +25,7 @@ def read_class_names(root: str | Path) -> dict[str, list[str]]:
     names = {}
     for kind in ("verb", "noun"):
         path = Path(root) / "annotations" / f"EPIC_100_{kind}_classes.csv"
-        rows = _read_csv(path, ("id", "key"))
-        by_id = {int(row["id"]): row["key"] for row in rows}
-        if sorted(by_id) != list(range(len(rows))):
-            raise ValueError(f"{path}: class ids must be 0..{len(rows) - 1}, each once")
-        names[kind] = [by_id[i] for i in range(len(rows))]
+        names[kind] = names_by_index(((row["key"], row["id"]) for row in read_csv(path, ("id", "key"))), path)
     return names
 
 
@@ -53,16 +33,17 @@ def read_epic_kitchens_100(root: str | Path, split: str) -> list[VideoRecord]:
     """Segments of ``split`` ("train", "val" or "test" = validation) whose video file exists.
 
     EPIC's 1-based, inclusive ``start_frame``/``stop_frame`` become 0-based ``start`` and exclusive ``stop``.
-    Rows with a missing video are skipped with one warning; bad labels raise.
+    Rows with a missing video are reported and left out (:func:`usable_records`); a class id outside the
+    class tables is a malformed file, and raises.
     """
     root = Path(root)
     if split not in SPLIT_FILES:
         raise ValueError(f"split must be one of {sorted(SPLIT_FILES)}, got {split!r}")
     path = root / "annotations" / SPLIT_FILES[split]
-    rows = _read_csv(path, _REQUIRED)
+    rows = read_csv(path, _REQUIRED)
     num_classes = {kind: len(names) for kind, names in read_class_names(root).items()}
 
-    records, missing, exists = [], [], {}
+    records = []
     for row in rows:
         labels = {}
         for kind, count in num_classes.items():
@@ -76,21 +57,5 @@ def read_epic_kitchens_100(root: str | Path, split: str) -> list[VideoRecord]:
         if stop <= max(start, 0):
             raise ValueError(f"{path}: row {row['narration_id']}: stop_frame {stop} is before start_frame {start + 1}")
         video = root / row["participant_id"] / "videos" / f"{row['video_id']}.MP4"
-        if video not in exists:
-            exists[video] = video.is_file()
-        if not exists[video]:
-            missing.append(row["narration_id"])
-            continue
         records.append(VideoRecord(path=video, start=max(start, 0), stop=stop, labels=labels, name=row["narration_id"]))
-
-    if missing:
-        log.warning(
-            "%s: skipped %d of %d segments whose video is missing (first: %s)",
-            path,
-            len(missing),
-            len(rows),
-            ", ".join(missing[:5]),
-        )
-    if not records:
-        raise ValueError(f"{path}: no segment has its video under {root}/<participant>/videos/")
-    return records
+    return usable_records(records, [], path, root)

@@ -144,17 +144,22 @@ def render_clip(
     return np.round(frames * 255).astype(np.uint8)
 
 
-def _pick_codec() -> str:
-    for codec in ("libx264", "h264", "libopenh264", "mpeg4"):
+_CODECS = {"mp4": ("libx264", "h264", "libopenh264", "mpeg4"), "webm": ("libvpx-vp9", "libvpx")}
+
+
+def _pick_codec(container: str = "mp4") -> str:
+    for codec in _CODECS[container]:
         if codec in av.codecs_available:
             return codec
-    raise RuntimeError("PyAV has no H.264 or MPEG-4 encoder (tried libx264, h264, libopenh264, mpeg4)")
+    raise RuntimeError(f"PyAV has no encoder for {container} (tried {', '.join(_CODECS[container])})")
 
 
 def write_video(path: Path, frames: np.ndarray, fps: int) -> None:
-    """Encode uint8 (T, H, W, 3) RGB frames as yuv420p H.264 (or MPEG-4) in an mp4 container."""
-    codec = _pick_codec()
-    with av.open(str(path), mode="w", format="mp4") as container:
+    """Encode uint8 (T, H, W, 3) RGB frames as yuv420p H.264 (or MPEG-4) in mp4, or as VP9 (or VP8) in
+    WebM when ``path`` ends in .webm (Something-Something v2's format)."""
+    container_format = "webm" if path.suffix.lower() == ".webm" else "mp4"
+    codec = _pick_codec(container_format)
+    with av.open(str(path), mode="w", format=container_format) as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
@@ -163,6 +168,8 @@ def write_video(path: Path, frames: np.ndarray, fps: int) -> None:
             stream.options = {"crf": "15", "preset": "fast"}
         elif codec == "mpeg4":
             stream.codec_context.qscale = 2
+        elif codec.startswith("libvpx"):
+            stream.options = {"crf": "10", "b": "0", "deadline": "realtime", "cpu-used": "8"}
         for image in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
         container.mux(stream.encode())
