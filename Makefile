@@ -9,7 +9,7 @@ PIP_NOISE := is ignored: it is neither a file nor a directory
 export PYTHONUNBUFFERED := 1
 export HYDRA_FULL_ERROR := 1
 
-.PHONY: help install train test test-slow test-all lint format clean
+.PHONY: help install train test test-slow test-all bench lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ test-slow: install  ## the tests marked slow (now: a W&B offline run in a subpro
 
 test-all: install  ## every test
 	$(PY) -m pytest $(ARGS)
+
+bench: install  ## speed and size of every variant vs transformers' ViViT and timm blocks, on this device
+	$(PY) -m vivit.benchmark --out experiments/benchmark/results --plot $(ARGS)
 
 lint: install  ## ruff
 	$(VENV)/bin/ruff check src tests

@@ -6,14 +6,42 @@ Attribute names follow timm's ViT (``norm1``, ``attn.qkv``, ``attn.proj``, ``nor
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 
 import torch.nn.functional as F
 from einops import rearrange
 from timm.layers import DropPath, Mlp
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
-__all__ = ["Attention", "Block", "FactorisedDotProductAttention", "FactorisedSelfAttentionBlock"]
+__all__ = [
+    "ATTENTION_BACKENDS",
+    "Attention",
+    "Block",
+    "FactorisedDotProductAttention",
+    "FactorisedSelfAttentionBlock",
+    "attention_priority",
+]
+
+ATTENTION_BACKENDS = {
+    "cudnn": SDPBackend.CUDNN_ATTENTION,
+    "flash": SDPBackend.FLASH_ATTENTION,
+    "efficient": SDPBackend.EFFICIENT_ATTENTION,
+    "math": SDPBackend.MATH,
+}
+
+
+def attention_priority(backends: Sequence[str] | None) -> Callable[[], AbstractContextManager]:
+    """A context factory under which SDPA tries ``backends`` (names of ATTENTION_BACKENDS) in this
+    order; None or empty leaves the choice to torch."""
+    unknown = sorted(set(backends or ()) - set(ATTENTION_BACKENDS))
+    if unknown:
+        raise ValueError(f"attention_backends: unknown {unknown}; choose from {list(ATTENTION_BACKENDS)}")
+    if not backends:
+        return nullcontext
+    return partial(sdpa_kernel, [ATTENTION_BACKENDS[b] for b in backends], set_priority=True)
 
 
 def drop_path_or_identity(rate: float) -> nn.Module:

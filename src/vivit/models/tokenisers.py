@@ -9,6 +9,10 @@ keeps the token grid, as in the paper's Table 1:
 
 A tubelet kernel initialised with the "central frame" method (zeros except slice ``pt // 2``)
 therefore computes exactly what ``UniformFrameTokeniser`` computes with the image kernel.
+
+Both keep their kernel in a ``Conv3d``/``Conv2d`` (the checkpoint layout) but compute the
+non-overlapping patch embedding as one matrix product over flattened patches: the same numbers,
+several times faster than a strided convolution on CPU and in bf16 on GPU.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
@@ -91,8 +96,9 @@ class TubeletTokeniser(VideoTokeniser):
 
     def forward(self, video: Tensor) -> Tensor:
         self.check_input(video)
-        x = self.proj(video)  # (B, D, t, h, w)
-        return rearrange(x, "b d t h w -> b t (h w) d")
+        pt, ph, pw = self.patch_size
+        tubes = rearrange(video, "b c (t pt) (h ph) (w pw) -> b t (h w) (c pt ph pw)", pt=pt, ph=ph, pw=pw)
+        return F.linear(tubes, self.proj.weight.flatten(1), self.proj.bias)  # = Conv3d, (B, t, s, D)
 
 
 class UniformFrameTokeniser(VideoTokeniser):
@@ -118,6 +124,7 @@ class UniformFrameTokeniser(VideoTokeniser):
 
     def forward(self, video: Tensor) -> Tensor:
         self.check_input(video)
+        _, ph, pw = self.patch_size
         frames = video.index_select(2, self.frame_index)  # (B, C, t, H, W)
-        x = self.proj(rearrange(frames, "b c t h w -> (b t) c h w"))  # (B·t, D, h, w)
-        return rearrange(x, "(b t) d h w -> b t (h w) d", t=self.num_frames)
+        patches = rearrange(frames, "b c t (h ph) (w pw) -> b t (h w) (c ph pw)", ph=ph, pw=pw)
+        return F.linear(patches, self.proj.weight.flatten(1), self.proj.bias)  # = Conv2d, (B, t, s, D)

@@ -15,6 +15,9 @@ Initialisation: CLS tokens start at zero (as in the official code); linear kerne
 and positional embeddings ~ TruncNormal(0.02).
 The stochastic-depth rate ramps linearly from 0 at the first block to ``drop_path_rate`` at
 the last one, restarting in each encoder of Model 2 (as in the official code).
+
+``activation_checkpointing=True`` recomputes each block's activations in the backward pass instead
+of storing them: the memory of long clips for about a third more compute.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Literal
 import torch
 from einops import rearrange
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from vivit.models.layers import Block, FactorisedDotProductAttention, FactorisedSelfAttentionBlock
 from vivit.models.tokenisers import VideoTokeniser
@@ -76,6 +80,7 @@ class VideoTransformer(nn.Module):
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         gelu: Literal["none", "tanh"] = "none",
+        activation_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         name = type(self).__name__
@@ -95,6 +100,7 @@ class VideoTransformer(nn.Module):
         self.num_classes = num_classes
         self.embed_dim = embed_dim
         self.pool = pool
+        self.activation_checkpointing = activation_checkpointing
         self.block_kwargs = dict(
             dim=embed_dim,
             num_heads=num_heads,
@@ -124,6 +130,14 @@ class VideoTransformer(nn.Module):
     def no_weight_decay(self) -> set[str]:
         """Embedding parameters exempt from weight decay (norms and biases are exempt by rank)."""
         return {n for n, _ in self.named_parameters() if n.endswith(("pos_embed", "cls_token"))}
+
+    def run_blocks(self, blocks: nn.Sequential, x: Tensor) -> Tensor:
+        """``blocks(x)``, one checkpointed block at a time when ``activation_checkpointing`` is on."""
+        if not (self.activation_checkpointing and torch.is_grad_enabled()):
+            return blocks(x)
+        for block in blocks:
+            x = checkpoint(block, x, use_reentrant=False)
+        return x
 
     def pool_tokens(self, x: Tensor) -> Tensor:
         """(B, [1+]n, D) -> (B, D): the CLS token, or the mean of all tokens."""
@@ -161,7 +175,7 @@ class SpatioTemporal(VideoTransformer):
     def forward_features(self, video: Tensor) -> Tensor:
         x = rearrange(self.tokeniser(video), "b t s d -> b (t s) d")
         x = self.pos_drop(self.prepend_cls(x, self.cls_token) + self.pos_embed)  # (B, 1+n, D)
-        return self.norm(self.blocks(x))
+        return self.norm(self.run_blocks(self.blocks, x))
 
 
 class GridTransformer(VideoTransformer):
@@ -193,7 +207,7 @@ class GridTransformer(VideoTransformer):
     def forward_features(self, video: Tensor) -> Tensor:
         x = self.tokeniser(video)  # (B, t, s, D)
         x = self.pos_drop(x + self.pos_embed.view(1, *x.shape[1:]))
-        return self.norm(rearrange(self.blocks(x), "b t s d -> b (t s) d"))
+        return self.norm(rearrange(self.run_blocks(self.blocks, x), "b t s d -> b (t s) d"))
 
 
 class FactorisedSelfAttention(GridTransformer):
@@ -265,7 +279,7 @@ class FactorisedEncoder(VideoTransformer):
         B = x.shape[0]
         x = rearrange(x, "b t s d -> (b t) s d")
         x = self.pos_drop(self.prepend_cls(x, self.cls_token) + self.pos_embed)  # (B·t, 1+s, D)
-        x = self.norm(self.blocks(x))
+        x = self.norm(self.run_blocks(self.blocks, x))
         return rearrange(self.pool_tokens(x), "(b t) d -> b t d", b=B)
 
     def forward_features(self, video: Tensor) -> Tensor:
@@ -273,7 +287,7 @@ class FactorisedEncoder(VideoTransformer):
         if self.temporal is None:
             return frames  # pooled by forward_head's mean: the average-pool baseline
         x = self.prepend_cls(frames, self.temporal.cls_token) + self.temporal.pos_embed  # (B, 1+t, D)
-        return self.temporal.norm(self.temporal.blocks(x))
+        return self.temporal.norm(self.run_blocks(self.temporal.blocks, x))
 
     def forward_head(self, x: Tensor) -> Tensor:
         if self.temporal is None:

@@ -5,7 +5,9 @@ It receives the built network and optimiser/scheduler factories; it never reads 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +18,9 @@ from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-__all__ = ["VideoClassifier", "param_groups"]
+from vivit.models.layers import attention_priority
+
+__all__ = ["VideoClassifier", "fused_on_cuda", "param_groups"]
 
 OptimizerFactory = Callable[..., Optimizer]
 SchedulerFactory = Callable[..., LRScheduler]
@@ -36,6 +40,15 @@ def param_groups(net: nn.Module) -> list[dict]:
     ]
 
 
+def fused_on_cuda(factory: OptimizerFactory, device: torch.device) -> OptimizerFactory:
+    """The optimiser factory with ``fused=True`` on CUDA (one kernel per step instead of one per
+    tensor) when the optimiser has a fused implementation and the factory does not choose itself."""
+    fusable = "fused" in inspect.signature(getattr(factory, "func", factory)).parameters
+    if device.type == "cuda" and fusable and "fused" not in getattr(factory, "keywords", {}):
+        return partial(factory, fused=True)
+    return factory
+
+
 class VideoClassifier(LightningModule):
     """Video classification with one or more label sets ("heads") on a single network.
 
@@ -53,6 +66,13 @@ class VideoClassifier(LightningModule):
             LR scheduler, or None for a constant rate.
         heads: label-set name -> class count; defaults to one head of ``net.num_classes``.
         label_smoothing: λ of ViViT Eq. 11, per head.
+        compile: ``torch.compile`` the network in place (its state-dict keys do not change).
+        activation_checkpointing: recompute each transformer block in the backward pass.
+        attention_backends: SDPA backends in priority order (cudnn, flash, efficient, math);
+            None leaves the choice to torch.
+
+    On CUDA, optimisers that have a fused implementation (AdamW, SGD) use it unless the optimiser
+    factory sets ``fused`` itself.
     """
 
     def __init__(
@@ -62,8 +82,16 @@ class VideoClassifier(LightningModule):
         scheduler: SchedulerFactory | None = None,
         heads: Mapping[str, int] | None = None,
         label_smoothing: float = 0.0,
+        compile: bool = False,
+        activation_checkpointing: bool = False,
+        attention_backends: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
+        self.attention = attention_priority(attention_backends)
+        if activation_checkpointing:
+            net.activation_checkpointing = True
+        if compile:
+            net.compile()
         self.net = net
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -90,7 +118,8 @@ class VideoClassifier(LightningModule):
         return MetricCollection(metrics)
 
     def forward(self, video: Tensor) -> Tensor:
-        return self.net(video)
+        with self.attention():
+            return self.net(video)
 
     def split_logits(self, logits: Tensor) -> dict[str, Tensor]:
         return dict(zip(self.heads, logits.split(list(self.heads.values()), dim=-1)))
@@ -135,7 +164,7 @@ class VideoClassifier(LightningModule):
         self.step(batch, "test")
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(param_groups(self.net))
+        optimizer = fused_on_cuda(self.optimizer_factory, self.device)(param_groups(self.net))
         if self.scheduler_factory is None:
             return optimizer
         total = int(self.trainer.estimated_stepping_batches)

@@ -1,0 +1,468 @@
+"""`make bench`: speed and size of every ViViT variant, side by side with its peers, in one process.
+
+For each variant × tokeniser at one size it measures parameters, forward GMACs (the paper's unit),
+training throughput (a full step: bf16 autocast on GPU, loss, backward, optimiser), inference
+throughput, peak memory and, on GPU, the model-FLOPs utilisation of training against the device's
+measured bf16 matmul peak. In the same run it measures transformers' ``VivitForVideoClassification``
+and a Model 1 assembled from timm ViT blocks (compiled), and prints our ratios to them. A frames
+sweep (Models 1 and 2) and a long-clip run (ViViT-L, activation checkpointing) complete it.
+
+Imports only torch, einops, timm and transformers, so it runs on a bare GPU image::
+
+    PYTHONPATH=src python -m vivit.benchmark --out experiments/benchmark/results
+
+Results go to ``<out>/<device>.json`` (written after every measurement) and ``<out>/<device>.md``;
+``--plot`` also draws the frames sweep (needs matplotlib).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import platform
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vivit.models import (
+    FactorisedDotProduct,
+    FactorisedEncoder,
+    FactorisedSelfAttention,
+    SpatioTemporal,
+    TubeletTokeniser,
+    UniformFrameTokeniser,
+    count_macs,
+    count_params,
+)
+from vivit.models.layers import attention_priority
+
+SIZES = {  # ViT sizes (embed_dim, depth, num_heads) of the paper's Table 2
+    "ti": (192, 12, 3),
+    "s": (384, 12, 6),
+    "b": (768, 12, 12),
+    "l": (1024, 24, 16),
+}
+VARIANTS = {
+    "spatiotemporal": partial(SpatioTemporal, pool="cls"),
+    "factorised_encoder": partial(FactorisedEncoder, pool="cls", temporal_depth=4),
+    "factorised_self_attention": FactorisedSelfAttention,
+    "factorised_dot_product": FactorisedDotProduct,
+}
+TOKENISERS = {"tubelet": TubeletTokeniser, "uniform_frame": UniformFrameTokeniser}
+NUM_CLASSES = 400
+
+
+@dataclass
+class Setting:
+    """One benchmark configuration: the clip, the model size and the batch sizes."""
+
+    size: str
+    frames: int
+    resolution: int
+    train_batch: int
+    infer_batch: int
+    patch: tuple[int, int, int] = (2, 16, 16)
+    steps: int = 10
+    warmup: int = 3
+
+
+@dataclass
+class Result:
+    name: str
+    frames: int
+    params_m: float | None = None
+    gmacs: float | None = None  # forward multiply-accumulates per clip, 10^9
+    train_clips_s: float | None = None
+    infer_clips_s: float | None = None
+    train_peak_gib: float | None = None
+    train_mfu: float | None = None
+    error: str | None = None
+    notes: dict = field(default_factory=dict)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def seconds_per_call(fn: Callable[[], object], steps: int, warmup: int, device: torch.device) -> float:
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    sync(device)
+    return (time.perf_counter() - start) / steps
+
+
+def matmul_peak_flops(device: torch.device) -> float | None:
+    """Measured bf16 matmul FLOP/s (8192³ products), the denominator of MFU; None on CPU."""
+    if device.type != "cuda":
+        return None
+    a, b = (torch.randn(8192, 8192, device=device, dtype=torch.bfloat16) for _ in range(2))
+    seconds = seconds_per_call(lambda: a @ b, steps=20, warmup=5, device=device)
+    return 2 * 8192**3 / seconds
+
+
+def build_vivit(variant: str, tokeniser: str, s: Setting, **kwargs) -> nn.Module:
+    dim, depth, heads = SIZES[s.size]
+    tok = TOKENISERS[tokeniser](dim, (s.frames, s.resolution, s.resolution), s.patch)
+    return VARIANTS[variant](tok, NUM_CLASSES, embed_dim=dim, depth=depth, num_heads=heads, **kwargs)
+
+
+class TimmModel1(nn.Module):
+    """Model 1 assembled from timm's ViT blocks: the usual way to build ViViT on timm."""
+
+    def __init__(self, s: Setting) -> None:
+        super().__init__()
+        from timm.models.vision_transformer import Block
+
+        dim, depth, heads = SIZES[s.size]
+        n = (s.frames // s.patch[0]) * (s.resolution // s.patch[1]) * (s.resolution // s.patch[2])
+        self.patch_embed = nn.Conv3d(3, dim, s.patch, s.patch)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.randn(1, n + 1, dim) * 0.02)
+        self.blocks = nn.Sequential(*(Block(dim, heads, qkv_bias=True) for _ in range(depth)))
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.head = nn.Linear(dim, NUM_CLASSES)
+
+    def forward(self, video: Tensor) -> Tensor:  # (B, C, T, H, W) -> (B, K)
+        x = self.patch_embed(video).flatten(2).transpose(1, 2)  # (B, n, D)
+        x = torch.cat([self.cls_token.expand(len(x), -1, -1), x], dim=1) + self.pos_embed
+        return self.head(self.norm(self.blocks(x))[:, 0])
+
+
+class TransformersModel1(nn.Module):
+    """transformers' VivitForVideoClassification at the same size; takes its own (B, T, C, H, W)."""
+
+    channels_first = False
+
+    def __init__(self, s: Setting, attn_implementation: str) -> None:
+        super().__init__()
+        from transformers import VivitConfig, VivitForVideoClassification
+
+        dim, depth, heads = SIZES[s.size]
+        config = VivitConfig(
+            image_size=s.resolution,
+            num_frames=s.frames,
+            tubelet_size=list(s.patch),
+            hidden_size=dim,
+            num_hidden_layers=depth,
+            num_attention_heads=heads,
+            intermediate_size=4 * dim,
+            num_labels=NUM_CLASSES,
+            attn_implementation=attn_implementation,
+        )
+        self.model = VivitForVideoClassification(config)
+
+    def forward(self, video: Tensor) -> Tensor:
+        return self.model(pixel_values=video).logits
+
+
+class Bench:
+    """Runs measurements on one device and keeps the results (JSON after each one)."""
+
+    def __init__(self, device: torch.device, out: Path | None) -> None:
+        self.device = device
+        self.dtype = torch.bfloat16 if device.type == "cuda" else None  # autocast on GPU only
+        self.name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+        self.peak = matmul_peak_flops(device)
+        self.results: list[Result] = []
+        self.out = out
+        self.meta = {
+            "device": self.name,
+            "torch": torch.__version__,
+            "matmul_peak_tflops": self.peak and round(self.peak / 1e12, 1),
+            "threads": torch.get_num_threads(),
+        }
+
+    def clip(self, s: Setting, batch: int, channels_first: bool = True) -> Tensor:
+        shape = (batch, 3, s.frames, s.resolution, s.resolution)
+        video = torch.randn(shape, device=self.device)
+        return video if channels_first else video.transpose(1, 2).contiguous()  # (B, T, C, H, W)
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None)
+
+    def measure(
+        self,
+        name: str,
+        build: Callable[[], nn.Module],
+        s: Setting,
+        compile: bool = False,
+        infer: bool = True,
+        train: bool = True,
+        attention: list[str] | None = None,
+        **notes,
+    ) -> Result:
+        """``attention``: SDPA backends in priority order (cudnn, flash, efficient, math), else torch's choice."""
+        result = Result(name, s.frames, notes={"compile": compile, "attention": attention, **notes})
+        self.attention = attention_priority(attention)
+        try:
+            torch.manual_seed(0)
+            with torch.device("meta"):
+                meta = build()
+            channels_first = getattr(meta, "channels_first", True)
+            result.params_m = round(count_params(meta) / 1e6, 2)
+            # The FLOP counter runs on meta tensors: no memory, no time.
+            clip = (1, 3, s.frames) if channels_first else (1, s.frames, 3)
+            result.gmacs = round(count_macs(meta, (*clip, s.resolution, s.resolution)) / 1e9, 1)
+            del meta
+            with self.device:
+                model = build()
+            if compile:
+                torch._dynamo.reset()  # a fresh cache: no recompile limit carried over from earlier models
+                model.compile()
+            if train:
+                self.train_throughput(model, s, result, channels_first)
+            if infer:
+                self.infer_throughput(model, s, result, channels_first)
+        except torch.OutOfMemoryError:
+            result.error = "out of memory"
+        except ValueError as error:  # e.g. Model 4 with an odd number of heads (ViViT-Ti)
+            result.error = str(error).split(";")[0]
+        finally:
+            gc.collect()
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+        self.results.append(result)
+        print(format_result(result), flush=True)
+        self.save()
+        return result
+
+    def train_throughput(self, model: nn.Module, s: Setting, result: Result, channels_first: bool) -> None:
+        model.train()
+        fused = {"fused": True} if self.device.type == "cuda" else {}
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05, **fused)
+        video = self.clip(s, s.train_batch, channels_first)
+        labels = torch.randint(NUM_CLASSES, (s.train_batch,), device=self.device)
+
+        def step() -> None:
+            with self.autocast(), self.attention():
+                logits = model(video)
+            F.cross_entropy(logits.float(), labels).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        seconds = seconds_per_call(step, s.steps, s.warmup, self.device)
+        result.train_clips_s = round(s.train_batch / seconds, 2)
+        if self.device.type == "cuda":
+            result.train_peak_gib = round(torch.cuda.max_memory_allocated(self.device) / 2**30, 2)
+        if self.peak and result.gmacs:  # training ≈ 3 forward passes, 2 FLOPs per MAC
+            result.train_mfu = round(6 * result.gmacs * 1e9 * result.train_clips_s / self.peak, 3)
+
+    def infer_throughput(self, model: nn.Module, s: Setting, result: Result, channels_first: bool) -> None:
+        model.eval()
+        video = self.clip(s, s.infer_batch, channels_first)
+
+        def forward() -> None:
+            with torch.inference_mode(), self.autocast(), self.attention():
+                model(video)
+
+        seconds = seconds_per_call(forward, s.steps, s.warmup, self.device)
+        result.infer_clips_s = round(s.infer_batch / seconds, 2)
+
+    def save(self) -> None:
+        if self.out is None:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        stem = self.out / slug(self.name)
+        data = {"meta": self.meta, "results": [asdict(r) for r in self.results]}
+        stem.with_suffix(".json").write_text(json.dumps(data, indent=1))
+        stem.with_suffix(".md").write_text(markdown(self.meta, self.results))
+
+    def get(self, name: str, frames: int | None = None) -> Result | None:
+        return next((r for r in self.results if r.name == name and frames in (None, r.frames)), None)
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({torch.get_num_threads()} threads)"
+    except OSError:
+        pass
+    return platform.processor() or "CPU"
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower()
+
+
+def format_result(r: Result) -> str:
+    if r.error:
+        return f"{r.name:48s} {r.frames:4d}f  {r.error}"
+    return (
+        f"{r.name:48s} {r.frames:4d}f  params {r.params_m}M  {r.gmacs} GMACs  train {r.train_clips_s} clips/s"
+        f"  infer {r.infer_clips_s} clips/s  peak {r.train_peak_gib} GiB  MFU {r.train_mfu}"
+    )
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}×" if a and b else "–"
+
+
+def markdown(meta: dict, results: list[Result]) -> str:
+    lines = [
+        f"# Benchmark on {meta['device']}",
+        "",
+        f"torch {meta['torch']}; bf16 matmul peak {meta['matmul_peak_tflops']} TFLOP/s; "
+        f"{meta['threads']} CPU threads. GMACs: forward multiply-accumulates per clip (the paper's GFLOPs). "
+        "Training: clips/s of a full AdamW step; MFU: 6 × MACs × clips/s ÷ matmul peak.",
+        "",
+        "| model | frames | params (M) | GMACs | train clips/s | infer clips/s | train peak GiB | train MFU | notes |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        notes = ", ".join(f"{k}={v}" for k, v in r.notes.items() if v not in (None, False))
+        cells = [r.params_m, r.gmacs, r.train_clips_s, r.infer_clips_s, r.train_peak_gib, r.train_mfu]
+        row = " | ".join("–" if c is None else str(c) for c in cells)
+        lines.append(f"| {r.name} | {r.frames} | {row} | {r.error or notes} |")
+    return "\n".join(lines) + "\n"
+
+
+def run(args: argparse.Namespace) -> Bench:
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    gpu = device.type == "cuda"
+    bench = Bench(device, args.out)
+    print(f"device: {bench.name}; matmul peak: {bench.meta['matmul_peak_tflops']} TFLOP/s", flush=True)
+    if gpu:  # the paper's ViViT-B/16x2 at 32×224²
+        s = Setting(args.size or "b", args.frames or 32, 224, train_batch=16, infer_batch=32)
+    else:  # a reduced size that a laptop runs in minutes
+        s = Setting(args.size or "ti", args.frames or 16, 112, train_batch=4, infer_batch=8, steps=5, warmup=2)
+    bench.meta["setting"] = asdict(s)
+    suites = set(args.suites.split(","))
+
+    if "peers" in suites:  # Model 1 against its peers: ours (eager and compiled), timm blocks, transformers
+        ours = bench.measure("ours: spatiotemporal/tubelet", partial(build_vivit, "spatiotemporal", "tubelet", s), s)
+        compiled = bench.measure(
+            "ours: spatiotemporal/tubelet", partial(build_vivit, "spatiotemporal", "tubelet", s), s, compile=True
+        )
+        if gpu:  # cuDNN's attention first (Hopper kernels), then flash
+            cudnn = bench.measure(
+                "ours: spatiotemporal/tubelet",
+                partial(build_vivit, "spatiotemporal", "tubelet", s),
+                s,
+                compile=True,
+                attention=["cudnn", "flash", "efficient", "math"],
+            )
+            compiled = max((compiled, cudnn), key=lambda r: r.train_clips_s or 0)
+        timm_ = bench.measure("timm blocks: Model 1", partial(TimmModel1, s), s, compile=True)
+        hf = bench.measure("transformers: ViViT (sdpa)", partial(TransformersModel1, s, "sdpa"), s)
+        if gpu:
+            bench.measure("transformers: ViViT (eager attention)", partial(TransformersModel1, s, "eager"), s)
+        fastest = max((ours, compiled), key=lambda r: r.train_clips_s or 0)
+        bench.meta["ratios"] = {
+            "train vs transformers": ratio(fastest.train_clips_s, hf.train_clips_s),
+            "train vs timm blocks (compiled)": ratio(fastest.train_clips_s, timm_.train_clips_s),
+            "inference vs transformers": ratio(
+                max(ours.infer_clips_s or 0, compiled.infer_clips_s or 0), hf.infer_clips_s
+            ),
+        }
+    if "variants" in suites:  # every variant × tokeniser; Models 1 and 2 compiled too on GPU
+        for variant in VARIANTS:
+            for tokeniser in TOKENISERS:
+                build = partial(build_vivit, variant, tokeniser, s)
+                bench.measure(f"ours: {variant}/{tokeniser}", build, s)
+        if gpu and "peers" in suites:  # Model 2 on Model 1's fastest path
+            fe = bench.measure(
+                "ours: factorised_encoder/tubelet",
+                partial(build_vivit, "factorised_encoder", "tubelet", s),
+                s,
+                compile=True,
+                infer=False,
+                attention=compiled.notes["attention"],
+            )
+            bench.meta["ratios"]["factorised encoder vs Model 1, training (compiled)"] = ratio(
+                fe.train_clips_s, compiled.train_clips_s
+            )
+    if "frames" in suites:  # time and memory against frames, Models 1 and 2, one clip per step
+        for frames in args.sweep_frames or ([8, 16, 32, 64, 128] if gpu else [8, 16, 32]):
+            sf = Setting(s.size, frames, s.resolution, train_batch=1, infer_batch=1, steps=3, warmup=1)
+            for variant in ("spatiotemporal", "factorised_encoder"):
+                bench.measure(f"frames sweep: {variant}", partial(build_vivit, variant, "tubelet", sf), sf, infer=False)
+    if "long" in suites and gpu:  # ViViT-L/16x2 Model 1 at 128 frames with activation checkpointing
+        sl = Setting("l", 128, 224, train_batch=2, infer_batch=2, steps=3, warmup=1)
+        for checkpointing in (True, False):
+            build = partial(build_vivit, "spatiotemporal", "tubelet", sl, activation_checkpointing=checkpointing)
+            name = "long clip: ViViT-L/16x2 Model 1"
+            bench.measure(name, build, sl, infer=False, activation_checkpointing=checkpointing)
+    if "attention" in suites and gpu:  # each SDPA backend alone, forward + backward, at Model 1's shape
+        n = 1 + (s.frames // s.patch[0]) * (s.resolution // s.patch[1]) ** 2
+        dim, _, heads = SIZES[s.size]
+        q, k, v = (
+            torch.randn(s.train_batch, heads, n, dim // heads, device=device, dtype=torch.bfloat16, requires_grad=True)
+            for _ in range(3)
+        )
+        flops = 3 * 4 * s.train_batch * heads * n * n * (dim // heads)  # fwd: 2 matmuls × 2; bwd ≈ 2 × fwd
+        timings = {}
+        for backend in ("cudnn", "flash", "efficient"):
+            try:
+                with attention_priority([backend])():
+                    seconds = seconds_per_call(
+                        lambda: F.scaled_dot_product_attention(q, k, v).sum().backward(), 10, 3, device
+                    )
+                timings[backend] = round(flops / seconds / 1e12, 1)
+            except RuntimeError as error:
+                timings[backend] = f"unavailable: {str(error).splitlines()[0][:80]}"
+        bench.meta["attention_tflops_fwd_bwd"] = {"shape": [s.train_batch, heads, n, dim // heads], **timings}
+        print(f"SDPA fwd+bwd TFLOP/s at {bench.meta['attention_tflops_fwd_bwd']}")
+    bench.save()
+    for key, value in bench.meta.get("ratios", {}).items():
+        print(f"{key}: {value}")
+    if args.plot and args.out:
+        plot_frames(bench, args.out / f"{slug(bench.name)}_frames.png")
+    return bench
+
+
+def plot_frames(bench: Bench, path: Path) -> None:
+    """Training step time and peak memory against frames, for Models 1 and 2."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for variant in ("spatiotemporal", "factorised_encoder"):
+        rows = [r for r in bench.results if r.name == f"frames sweep: {variant}" and r.train_clips_s]
+        frames = [r.frames for r in rows]
+        axes[0].plot(frames, [1000 / r.train_clips_s for r in rows], "o-", label=variant)
+        if any(r.train_peak_gib for r in rows):
+            axes[1].plot(frames, [r.train_peak_gib for r in rows], "o-", label=variant)
+    axes[0].set(xlabel="frames", ylabel="training step, ms per clip", xscale="log", yscale="log")
+    axes[1].set(xlabel="frames", ylabel="peak memory, GiB", xscale="log", yscale="log")
+    for ax in axes:
+        ax.legend()
+        ax.grid(alpha=0.3)
+    size = bench.meta["setting"]["size"].upper()
+    fig.suptitle(f"ViViT-{size} training step against clip length, on {bench.name}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"plot: {path}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", help="cuda or cpu (default: cuda when available)")
+    parser.add_argument("--size", choices=list(SIZES), help="ViT size (default: b on GPU, ti on CPU)")
+    parser.add_argument("--frames", type=int, help="clip length (default: 32 on GPU, 16 on CPU)")
+    parser.add_argument("--suites", default="peers,variants,frames,long,attention", help="comma-separated subset")
+    parser.add_argument("--sweep-frames", type=int, nargs="+", help="default: 8 to 128 on GPU, 8 to 32 on CPU")
+    parser.add_argument("--out", type=Path, help="results folder (JSON and markdown per device)")
+    parser.add_argument("--plot", action="store_true", help="plot the frames sweep (needs matplotlib)")
+    run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
