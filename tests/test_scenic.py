@@ -313,7 +313,7 @@ def model_3() -> FactorisedSelfAttention:
 @pytest.mark.parametrize(
     ("net", "message"),
     [
-        (lambda: network(1, gelu="none"), r"tanh approximation.*\+\+model.net.gelu=tanh"),
+        (lambda: network(1, gelu="none"), r"tanh approximation.*set model.net.gelu=tanh"),
         (lambda: network(1, num_heads=4), r"query/kernel' has shape \(32, 2, 16\).*4 heads"),
         (lambda: network(1, num_classes=7), "has 5 classes, the network 7: set data.num_classes=5"),
         (lambda: network(1, token=False), "has CLS tokens.*set model.net.pool=cls"),

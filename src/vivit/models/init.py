@@ -653,7 +653,7 @@ def adapt_scenic_vivit(
     if approximate != {"tanh"}:
         raise InitError(
             f"{source}: Scenic's MLPs use flax's gelu, the tanh approximation, but the network's GELU has "
-            f"approximate={sorted(approximate)}: set ++model.net.gelu=tanh"
+            f"approximate={sorted(approximate)}: set model.net.gelu=tanh"
         )
     wanted = {s for group in names.values() for s in group}
     missing, unexpected = sorted(wanted - params.keys()), sorted(params.keys() - wanted)
