@@ -78,3 +78,35 @@ def test_wandb_logs_offline_without_an_account(data_dir: Path, tmp_path: Path) -
         env=env,
     )
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*")), proc.stdout[-2000:]
+
+
+def test_named_sweep_skips_finished_jobs_and_reports(data_dir: Path, tmp_path: Path) -> None:
+    """sweep=... runs its grid in stable per-job directories; a re-run skips what finished; report.py
+    tabulates the runs with their axis, accuracy, GFLOPs and parameters, and plots them."""
+    args = ["sweep=table3_temporal_layers", "model.net.temporal_depth=0,2", "debug=fdr"]
+    run_train(*args, f"paths.data_dir={data_dir}", f"paths.log_dir={tmp_path}")
+    sweep = tmp_path / "train" / "sweeps" / "table3_temporal_layers"
+    results = sorted(sweep.glob("*/results.json"))
+    assert len(results) == 2 and all(len(p.parent.name) <= 120 for p in results)  # hashed when long
+    depths = {
+        yaml.safe_load((p.parent / ".hydra" / "config.yaml").read_text())["model"]["net"]["temporal_depth"]
+        for p in results
+    }
+    assert depths == {0, 2}
+    stamps = [p.stat().st_mtime_ns for p in results]
+
+    proc = run_train(*args, f"paths.data_dir={data_dir}", f"paths.log_dir={tmp_path}")
+    assert proc.stdout.count("this run has finished, skipping it") + proc.stderr.count("skipping it") >= 2
+    assert [p.stat().st_mtime_ns for p in results] == stamps
+
+    report = subprocess.run(
+        [sys.executable, str(ROOT / "src" / "report.py"), str(sweep)], capture_output=True, text=True, timeout=120
+    )
+    assert report.returncode == 0, report.stderr[-2000:]
+    table = (sweep / "report.md").read_text().splitlines()
+    assert table[2].startswith("| model.net.temporal_depth | top-1 | top-5 | GFLOPs | params (M) | clips/s |")
+    rows = [line.split(" | ") for line in table[4:]]
+    assert [r[0] for r in rows] == ["| 0", "| 2"]
+    params = [float(r[4]) for r in rows]
+    assert params[1] > params[0]  # two temporal layers add parameters
+    assert (sweep / "report.png").stat().st_size > 0

@@ -7,6 +7,8 @@ stored inside its checkpoint and tests it.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import netrc
 import os
@@ -20,9 +22,23 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from vivit.report import RESULTS_FILE, save_results
+
 log = logging.getLogger(__name__)
 
 CONFIG_KEY = "vivit_config"  # where a checkpoint keeps the resolved run config
+
+
+def short_name(name: str, limit: int = 120) -> str:
+    """``name`` if it is short enough for a directory name, else its start plus a hash of the whole.
+    A sweep's job directories are named by their overrides (conf/sweep/_sweep.yaml) and must stay
+    stable and distinct across re-runs, but within the file system's 255-byte limit."""
+    if len(name) <= limit:
+        return name
+    return f"{name[: limit - 13]}..{hashlib.sha1(name.encode()).hexdigest()[:11]}"
+
+
+OmegaConf.register_new_resolver("short_name", short_name, replace=True)
 
 
 class SaveConfigInCheckpoint(Callback):
@@ -45,16 +61,35 @@ def wandb_has_api_key() -> bool:
         return False
 
 
-def instantiate_loggers(cfg: DictConfig | None) -> list[Any]:
+def instantiate_loggers(cfg: DictConfig | None, axes: dict[str, Any] | None = None) -> list[Any]:
+    """The configured loggers. W&B: offline unless an API key exists, the run's ``axes`` as tags
+    (``model=factorised_encoder``, ...) and, in a multirun, the sweep's directory name as its group."""
     loggers = []
     for name, node in (cfg or {}).items():
         if not isinstance(node, DictConfig) or "_target_" not in node:
             continue
-        if node._target_.endswith("WandbLogger") and node.get("offline") is None:
-            node = OmegaConf.merge(node, {"offline": not wandb_has_api_key()})
-            log.info("logger %s: W&B %s", name, "offline" if node.offline else "online")
+        if node._target_.endswith("WandbLogger"):
+            extra: dict[str, Any] = {
+                "tags": [*(node.get("tags") or []), *(f"{k}={v}" for k, v in (axes or {}).items())]
+            }
+            if node.get("offline") is None:
+                extra["offline"] = not wandb_has_api_key()
+            if node.get("group") is None:
+                extra["group"] = sweep_name()
+            node = OmegaConf.merge(node, extra)
+            log.info("logger %s: W&B %s, group %s", name, "offline" if node.offline else "online", node.group)
         loggers.append(instantiate(node))
     return loggers
+
+
+def sweep_name() -> str | None:
+    """The multirun's directory name (shared by all its jobs), or None for a single run."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return Path(HydraConfig.get().sweep.dir).name
 
 
 def instantiate_callbacks(cfg: DictConfig | None) -> list[Callback]:
@@ -80,7 +115,15 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule]:
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit and test one run; returns the final metrics (validation and test)."""
+    """Fit and test one run; returns the final metrics (validation and test).
+
+    A run whose directory already holds ``results.json`` has finished: it is skipped and its stored
+    metrics are returned (so re-running a sweep, whose job directories are stable, skips its done jobs).
+    """
+    done = Path(cfg.paths.output_dir) / RESULTS_FILE
+    if done.is_file():
+        log.info("%s exists: this run has finished, skipping it", done)
+        return {k: v for k, v in json.loads(done.read_text()).items() if isinstance(v, float)}
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     datamodule, model = build(cfg)
@@ -97,7 +140,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     callbacks = [*instantiate_callbacks(cfg.get("callbacks")), SaveConfigInCheckpoint(resolved)]
-    loggers = instantiate_loggers(cfg.get("logger"))
+    loggers = instantiate_loggers(cfg.get("logger"), axes=run_axes(cfg))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for logger in trainer.loggers:
         logger.log_hyperparams({**resolved, "axes": run_axes(cfg)})
@@ -110,7 +153,28 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     summarise(trainer, metrics, best)
+    if rank_zero_only.rank == 0:
+        save_run_results(cfg, metrics)
     return metrics
+
+
+def hydra_overrides() -> dict[str, str]:
+    """This run's command-line overrides as key -> value (empty outside Hydra)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    pairs = (o.split("=", 1) for o in HydraConfig.get().overrides.task if "=" in o)
+    return {k.lstrip("+~"): v for k, v in pairs}
+
+
+def save_run_results(cfg: DictConfig, metrics: dict[str, float]) -> None:
+    """``<run dir>/results.json`` for reports: axes, overrides, metrics, params, GFLOPs, throughput."""
+    with torch.device("meta"):  # counted without memory or compute
+        net = instantiate(cfg.model.net)
+    video_shape = (net.tokeniser.in_chans, *net.tokeniser.video_size)
+    path = Path(cfg.paths.output_dir) / RESULTS_FILE
+    save_results(path, net, video_shape, metrics, axes=run_axes(cfg), overrides=hydra_overrides())
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
