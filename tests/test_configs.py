@@ -27,6 +27,8 @@ GROUPS = [
     "logger",
     "experiment",
     "debug",
+    "input_encoding",
+    "sweep",
 ]
 
 
@@ -56,6 +58,8 @@ def test_every_option_composes_and_instantiates(group: str, option: str, data_di
         overrides.append("trainer.precision=bf16-mixed")
     if group == "init" and option != "scratch":
         overrides.append("init.source=vit.pth")
+    if group == "input_encoding":
+        overrides += ["init=image_vit", "init.source=vit.pth"]
     if group == "data" and not option.startswith("moving_digits"):
         overrides.append(f"data.root={tmp_path}")  # a real dataset: construction only checks that the root exists
         if option == "video_csv":
