@@ -39,6 +39,9 @@ def short_name(name: str, limit: int = 120) -> str:
 
 
 OmegaConf.register_new_resolver("short_name", short_name, replace=True)
+# The launch directory, resolvable before Hydra's runtime config exists (a sweep's directory is
+# resolved then, so paths.* cannot use ${hydra:runtime.cwd}).
+OmegaConf.register_new_resolver("cwd", os.getcwd, replace=True)
 
 
 class SaveConfigInCheckpoint(Callback):
