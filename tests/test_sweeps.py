@@ -13,11 +13,13 @@ import yaml
 from conftest import ROOT, TINY_DATA, TINY_NET
 
 
-def run_train(*args: str, multirun: bool = False, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_train(
+    *args: str, multirun: bool = False, env: dict | None = None, cwd: Path = ROOT
+) -> subprocess.CompletedProcess:
     flags = ["--multirun"] if multirun else []
     proc = subprocess.run(
         [sys.executable, str(ROOT / "src" / "train.py"), *flags, *TINY_DATA, *TINY_NET, *args],
-        cwd=ROOT,
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
@@ -82,10 +84,11 @@ def test_wandb_logs_offline_without_an_account(data_dir: Path, tmp_path: Path) -
 
 def test_named_sweep_skips_finished_jobs_and_reports(data_dir: Path, tmp_path: Path) -> None:
     """sweep=... runs its grid in stable per-job directories; a re-run skips what finished; report.py
-    tabulates the runs with their axis, accuracy, GFLOPs and parameters, and plots them."""
-    args = ["sweep=table3_temporal_layers", "model.net.temporal_depth=0,2", "debug=fdr"]
-    run_train(*args, f"paths.data_dir={data_dir}", f"paths.log_dir={tmp_path}")
-    sweep = tmp_path / "train" / "sweeps" / "table3_temporal_layers"
+    tabulates the runs with their axis, accuracy, GFLOPs and parameters, and plots them. Run from another
+    directory with the default paths: logs/ goes there."""
+    args = ["sweep=table3_temporal_layers", "model.net.temporal_depth=0,2", "debug=fdr", f"paths.data_dir={data_dir}"]
+    run_train(*args, cwd=tmp_path)
+    sweep = tmp_path / "logs" / "train" / "sweeps" / "table3_temporal_layers"
     results = sorted(sweep.glob("*/results.json"))
     assert len(results) == 2 and all(len(p.parent.name) <= 120 for p in results)  # hashed when long
     depths = {
@@ -95,7 +98,7 @@ def test_named_sweep_skips_finished_jobs_and_reports(data_dir: Path, tmp_path: P
     assert depths == {0, 2}
     stamps = [p.stat().st_mtime_ns for p in results]
 
-    proc = run_train(*args, f"paths.data_dir={data_dir}", f"paths.log_dir={tmp_path}")
+    proc = run_train(*args, cwd=tmp_path)
     assert proc.stdout.count("this run has finished, skipping it") + proc.stderr.count("skipping it") >= 2
     assert [p.stat().st_mtime_ns for p in results] == stamps
 
