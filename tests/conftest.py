@@ -10,6 +10,8 @@ os.environ.setdefault("WANDB_SILENT", "true")
 
 from pathlib import Path  # noqa: E402
 
+import av  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.core.global_hydra import GlobalHydra  # noqa: E402
@@ -68,3 +70,20 @@ def tiny_cfg(data_dir: Path, tmp_path: Path):
         return compose_config(name, [*TINY_DATA, *TINY_NET, f"paths.data_dir={data_dir}", *overrides], tmp_path)
 
     return make
+
+
+def write_bad_video(path: Path, kind: str, good: Path) -> None:
+    """A video file that cannot be decoded: ``truncated`` (a third of ``good``), ``empty`` (zero bytes),
+    ``random`` (noise) or ``no_video`` (an MP4 with only an audio stream)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "no_video":
+        with av.open(str(path), "w", format="mp4") as container:
+            stream = container.add_stream("aac", rate=8000)
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), dtype=np.float32), format="fltp", layout="mono")
+            frame.sample_rate = 8000
+            container.mux(stream.encode(frame))
+            container.mux(stream.encode())
+        return
+    content = {"truncated": lambda: good.read_bytes()[: good.stat().st_size // 3], "empty": lambda: b""}
+    content["random"] = lambda: np.random.default_rng(0).bytes(4096)
+    path.write_bytes(content[kind]())

@@ -16,6 +16,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from conftest import write_bad_video
 from vivit.data import (
     VideoDataModule,
     VideoDecodeError,
@@ -291,24 +292,11 @@ def test_decode_frames_seeks_far_into_a_video(tmp_path: Path, monkeypatch: pytes
 
 
 def test_decode_frames_names_the_file_on_bad_input(tiny_root: Path, tmp_path: Path) -> None:
-    good = (tiny_root / "P01" / "videos" / "P01_01.MP4").read_bytes()
-    bad = {
-        "missing.MP4": None,
-        "empty.MP4": b"",
-        "random.MP4": np.random.default_rng(0).bytes(4096),
-        "truncated.MP4": good[: len(good) // 3],
-    }
-    for name, content in bad.items():
-        if content is not None:
-            (tmp_path / name).write_bytes(content)
-    audio_only = tmp_path / "audio_only.MP4"
-    with av.open(str(audio_only), "w", format="mp4") as container:
-        stream = container.add_stream("aac", rate=8000)
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), dtype=np.float32), format="fltp", layout="mono")
-        frame.sample_rate = 8000
-        container.mux(stream.encode(frame))
-        container.mux(stream.encode())
-    for name in [*bad, audio_only.name]:
+    good = tiny_root / "P01" / "videos" / "P01_01.MP4"
+    kinds = ("empty", "random", "truncated", "no_video")
+    for kind in kinds:
+        write_bad_video(tmp_path / f"{kind}.MP4", kind, good)
+    for name in ["missing.MP4", *(f"{kind}.MP4" for kind in kinds)]:
         with pytest.raises(VideoDecodeError, match=name) as caught:
             decode_frames(tmp_path / name, [0, 1])
         assert isinstance(caught.value, RuntimeError) and caught.value.path == tmp_path / name
@@ -356,7 +344,7 @@ def test_data_module_batches(tiny_root: Path, num_workers: int) -> None:
     assert len(dm.train_dataloader()) == 6  # 24 clips / 4, drop_last
     for loader in (dm.train_dataloader(), dm.val_dataloader()):
         batch = next(iter(loader))
-        assert set(batch) == {"video", "label", "index"}
+        assert set(batch) == {"video", "label", "index", "bad_videos", "bad_files"}
         assert batch["video"].shape == (4, 3, 4, 32, 32) and batch["video"].dtype == torch.float32
         assert batch["video"].min() >= -1 and batch["video"].max() <= 1
         assert batch["label"].shape == (4,) and batch["label"].dtype == torch.int64

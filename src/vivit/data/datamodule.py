@@ -11,7 +11,7 @@ from typing import TypedDict
 import torch
 from lightning import LightningDataModule
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from vivit.data.decoding import VideoDecodeError, count_frames, decode_frames
 from vivit.data.sampling import clip_indices
@@ -81,6 +81,18 @@ class Batch(TypedDict):
     video: Tensor  # (B, C, T, H, W) float32, normalised
     label: Tensor  # (B,) int64 with one head; (B, len(heads)) int64, columns in heads order, otherwise
     index: Tensor  # (B,) int64 position of the record in its split (after any training replacement)
+    bad_videos: Tensor  # () int64 videos that failed to decode: replaced (training) or left out (evaluation)
+    bad_files: list[str]  # their paths
+
+
+def collate_clips(items: list[dict]) -> Batch:
+    """``default_collate`` of the clips, plus the videos that failed to decode on the way (each item's
+    ``bad`` paths) as ``bad_videos`` and ``bad_files``. An item with no clip (an evaluation video that
+    failed, with ``data.skip_bad_eval_videos``) is left out; a batch of only such items has just an empty ``label``."""
+    bad = [path for item in items for path in item.pop("bad")]
+    clips = [item for item in items if "video" in item]
+    batch = default_collate(clips) if clips else {"label": torch.empty(0, dtype=torch.int64)}
+    return {**batch, "bad_videos": torch.tensor(len(bad)), "bad_files": bad}
 
 
 class VideoClipDataset(Dataset):
@@ -88,7 +100,8 @@ class VideoClipDataset(Dataset):
 
     Training draws a random clip offset per call and replaces an undecodable video with a random other
     one (bounded, logged). Evaluation takes the centre clip and raises on a bad video: swapping would
-    silently change what is being evaluated.
+    silently change what is being evaluated. With ``skip_bad``, it returns no clip instead, which
+    :func:`collate_clips` leaves out. Each item lists the videos that failed for it under ``bad``.
     """
 
     def __init__(
@@ -99,10 +112,11 @@ class VideoClipDataset(Dataset):
         transform: Callable[[Tensor], Tensor],
         train: bool,
         heads: Sequence[str],
+        skip_bad: bool = False,
     ) -> None:
         self.records = list(records)
         self.num_frames, self.stride = num_frames, stride
-        self.transform, self.train, self.heads = transform, train, list(heads)
+        self.transform, self.train, self.heads, self.skip_bad = transform, train, list(heads), skip_bad
 
     def __len__(self) -> int:
         return len(self.records)
@@ -111,10 +125,13 @@ class VideoClipDataset(Dataset):
         failed = []
         for _ in range(MAX_TRIES if self.train else 1):
             try:
-                return self._load(index)
+                return {**self._load(index), "bad": failed}
             except VideoDecodeError as error:
                 if not self.train:
-                    raise
+                    if not self.skip_bad:
+                        raise
+                    log.warning("%s; left out of the evaluation", error)
+                    return {"bad": [str(error.path)]}
                 log.warning("%s; using another random training video", error)
                 failed.append(str(error.path))
                 # torch's generator: seeded per DataLoader worker, so workers draw different replacements.
@@ -156,7 +173,11 @@ class VideoDataModule(LightningDataModule):
         stride: int = 1,
         crop_size: int = 224,
         min_resize: int | None = None,
+        scale_jitter: Sequence[float] | None = None,
         hflip_prob: float = 0.5,
+        colour_jitter_prob: float = 0.0,
+        randaugment_layers: int = 0,
+        randaugment_magnitude: int | None = None,
         mean: Sequence[float] = (0.5, 0.5, 0.5),
         std: Sequence[float] = (0.5, 0.5, 0.5),
         batch_size: int = 8,
@@ -164,6 +185,8 @@ class VideoDataModule(LightningDataModule):
         generate: Callable[[Path], None] | None = None,
         num_classes: int | None = None,
         classes: Callable[[Path], dict[str, list[str]]] | None = None,
+        max_bad_videos: float = 0.01,
+        skip_bad_eval_videos: bool = False,
     ) -> None:
         super().__init__()
         self.root = Path(root)
@@ -187,12 +210,32 @@ class VideoDataModule(LightningDataModule):
                 raise ValueError(f"data.{key} must be >= 1, got {value}")
         if num_workers < 0:
             raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
-        if not 0.0 <= hflip_prob <= 1.0:
-            raise ValueError(f"data.hflip_prob must be in [0, 1], got {hflip_prob}")
+        for key, value in (
+            ("hflip_prob", hflip_prob),
+            ("colour_jitter_prob", colour_jitter_prob),
+            ("max_bad_videos", max_bad_videos),
+        ):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"data.{key} must be in [0, 1], got {value}")
+        if scale_jitter is not None and not (len(scale_jitter) == 2 and 0 < scale_jitter[0] <= scale_jitter[1]):
+            raise ValueError(f"data.scale_jitter must be null or [min, max] with 0 < min <= max, got {scale_jitter}")
+        if randaugment_layers < 0 or (randaugment_magnitude or 0) < 0:
+            raise ValueError(
+                f"data.randaugment_layers ({randaugment_layers}) and data.randaugment_magnitude "
+                f"({randaugment_magnitude}) must be >= 0"
+            )
         self.annotations, self.generate, self.classes = annotations, generate, classes
         self.num_classes = sum(self.heads.values())
         self.num_frames, self.stride = num_frames, stride
         self.crop_size, self.min_resize, self.hflip_prob = crop_size, min_resize, hflip_prob
+        self.augmentation = dict(
+            scale_jitter=None if scale_jitter is None else tuple(float(s) for s in scale_jitter),
+            colour_jitter_prob=colour_jitter_prob,
+            randaugment_layers=randaugment_layers,
+            randaugment_magnitude=randaugment_magnitude,
+        )  # training only
+        self.max_bad_videos, self.skip_bad_eval_videos = max_bad_videos, skip_bad_eval_videos
+        self.bad_files: dict[str, set[str]] = {}  # split -> videos that failed to decode so far, in this process
         self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
         self.batch_size, self.num_workers = batch_size, num_workers
         self.datasets: dict[str, VideoClipDataset] = {}
@@ -231,10 +274,13 @@ class VideoDataModule(LightningDataModule):
                 hflip_prob=self.hflip_prob,
                 mean=self.mean,
                 std=self.std,
+                **(self.augmentation if train else {}),
             )
             records = self.annotations(self.root, split)
             log.info("%s: %d clips in %s", self.root, len(records), split)
-            self.datasets[split] = VideoClipDataset(records, self.num_frames, self.stride, transform, train, self.heads)
+            self.datasets[split] = VideoClipDataset(
+                records, self.num_frames, self.stride, transform, train, self.heads, skip_bad=self.skip_bad_eval_videos
+            )
 
     def _loader(self, split: str) -> DataLoader:
         if split not in self.datasets:
@@ -248,7 +294,45 @@ class VideoDataModule(LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
+            collate_fn=collate_clips,
         )
+
+    def on_before_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
+        """Keeps count of the videos that failed to decode (the workers only log them) and stops training,
+        naming them, once more than ``max_bad_videos`` of the training videos have failed."""
+        if batch["bad_files"]:
+            trainer = self.trainer
+            split = "train" if trainer.training else "test" if trainer.testing or trainer.predicting else "val"
+            self.report_bad_videos(split, batch["bad_files"])
+        return batch
+
+    def report_bad_videos(self, split: str, files: Sequence[str]) -> None:
+        """Adds ``files`` (videos of ``split`` that failed to decode) to the count, logs it, and raises when
+        more than the fraction ``max_bad_videos`` of the distinct training videos have failed."""
+        bad = self.bad_files.setdefault(split, set())
+        new = sorted(set(files) - bad)
+        if not new:
+            return
+        bad.update(new)
+        videos = len({record.path for record in self.datasets[split].records})
+        if split == "train":
+            log.warning("train: %d of %d videos failed to decode so far (new: %s)", len(bad), videos, ", ".join(new))
+            if len(bad) > self.max_bad_videos * videos:
+                names = sorted(bad)
+                more = f" and {len(names) - 20} more" if len(names) > 20 else ""
+                raise RuntimeError(
+                    f"{len(bad)} of the {videos} training videos failed to decode, more than "
+                    f"data.max_bad_videos={self.max_bad_videos}: {', '.join(names[:20])}{more}"
+                )
+        else:
+            log.warning(
+                "%s: %d of %d videos failed to decode and are left out, %d evaluated (new: %s)",
+                split,
+                len(bad),
+                videos,
+                videos - len(bad),
+                ", ".join(new),
+            )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")

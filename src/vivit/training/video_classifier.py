@@ -124,7 +124,9 @@ class VideoClassifier(LightningModule):
     def split_logits(self, logits: Tensor) -> dict[str, Tensor]:
         return dict(zip(self.heads, logits.split(list(self.heads.values()), dim=-1)))
 
-    def step(self, batch: Mapping[str, Tensor], stage: str) -> Tensor:
+    def step(self, batch: Mapping[str, Tensor], stage: str) -> Tensor | None:
+        if not self.has_clips(batch, stage):
+            return None
         logits = self.split_logits(self(batch["video"]))
         labels = batch["label"].view(len(batch["label"]), -1)  # (B, heads)
         loss = torch.stack(
@@ -153,6 +155,16 @@ class VideoClassifier(LightningModule):
             {f"{stage}/{k}": m for k, m in metrics.items()}, on_step=False, on_epoch=True, prog_bar=stage == "val"
         )
         return loss
+
+    def has_clips(self, batch: Mapping[str, Tensor], stage: str) -> bool:
+        """Logs ``<stage>/bad_videos``, the videos that failed to decode (replaced in training, left out in
+        evaluation), summed over the epoch; False when every clip of the batch was left out."""
+        if "bad_videos" in batch:
+            bad = batch["bad_videos"].float()
+            self.log(
+                f"{stage}/bad_videos", bad, on_step=False, on_epoch=True, reduce_fx="sum", sync_dist=True, batch_size=1
+            )
+        return len(batch["label"]) > 0
 
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
         return self.step(batch, "train")
