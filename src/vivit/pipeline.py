@@ -180,15 +180,30 @@ def save_run_results(cfg: DictConfig, metrics: dict[str, float]) -> None:
     save_results(path, net, video_shape, metrics, axes=run_axes(cfg), overrides=hydra_overrides())
 
 
-def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Test a checkpoint, rebuilding its model and data from the config saved inside it."""
-    path = Path(cfg.ckpt_path)
+def load_checkpoint(path: str | Path) -> tuple[dict, DictConfig]:
+    """A checkpoint written by src/train.py (on CPU) and the run config stored inside it."""
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"ckpt_path={str(path)!r} is not a file")
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     if CONFIG_KEY not in checkpoint:
         raise ValueError(f"{path} holds no run config ({CONFIG_KEY!r}); it was not written by src/train.py")
-    run_cfg = OmegaConf.create(checkpoint[CONFIG_KEY])
+    return checkpoint, OmegaConf.create(checkpoint[CONFIG_KEY])
+
+
+def load_model(path: str | Path) -> tuple[L.LightningModule, DictConfig]:
+    """A checkpoint's trained model, rebuilt from its stored run config: eager (``model.compile`` is
+    ignored), on CPU, in eval mode; and the run config."""
+    checkpoint, run_cfg = load_checkpoint(path)
+    model = instantiate(OmegaConf.merge(run_cfg.model, {"compile": False}))
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.eval(), run_cfg
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Test a checkpoint, rebuilding its model and data from the config saved inside it."""
+    path = Path(cfg.ckpt_path)
+    _, run_cfg = load_checkpoint(path)
     overrides = {k: v for k, v in (cfg.get("data") or {}).items() if v is not None}
     run_cfg.data = OmegaConf.merge(run_cfg.data, overrides)
     if cfg.get("seed") is not None:

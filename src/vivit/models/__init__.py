@@ -1,6 +1,7 @@
 """The ViViT family. Imports only torch, einops and timm, so it runs on a bare GPU image."""
 
 from vivit.models.complexity import count_macs, count_params
+from vivit.models.layers import record_attention
 from vivit.models.tokenisers import TubeletTokeniser, UniformFrameTokeniser, VideoTokeniser
 from vivit.models.vivit import (
     FactorisedDotProduct,
@@ -21,4 +22,5 @@ __all__ = [
     "VideoTransformer",
     "count_macs",
     "count_params",
+    "record_attention",
 ]

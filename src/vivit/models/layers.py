@@ -6,8 +6,8 @@ Attribute names follow timm's ViT (``norm1``, ``attn.qkv``, ``attn.proj``, ``nor
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import partial
 
 import torch.nn.functional as F
@@ -23,6 +23,7 @@ __all__ = [
     "FactorisedDotProductAttention",
     "FactorisedSelfAttentionBlock",
     "attention_priority",
+    "record_attention",
 ]
 
 ATTENTION_BACKENDS = {
@@ -42,6 +43,25 @@ def attention_priority(backends: Sequence[str] | None) -> Callable[[], AbstractC
     if not backends:
         return nullcontext
     return partial(sdpa_kernel, [ATTENTION_BACKENDS[b] for b in backends], set_priority=True)
+
+
+# The list that record_attention() fills while it is active; None: attention runs through SDPA.
+_attention_records: list[Tensor] | None = None
+
+
+@contextmanager
+def record_attention() -> Iterator[list[Tensor]]:
+    """While active, every attention layer computes softmax(q·kᵀ/√dh) explicitly instead of through
+    SDPA and appends the probabilities, (B', nh', N, N), detached, to the yielded list in call order.
+
+    For attention maps (vivit.attention_maps); the outputs are those of SDPA up to rounding.
+    """
+    global _attention_records
+    previous, _attention_records = _attention_records, []
+    try:
+        yield _attention_records
+    finally:
+        _attention_records = previous
 
 
 def drop_path_or_identity(rate: float) -> nn.Module:
@@ -77,6 +97,11 @@ class Attention(nn.Module):
         return tuple(z.movedim(-2, 1) for z in qkv.unbind(0))  # type: ignore[return-value]
 
     def sdpa(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """The single place where attention is computed: (B, nh, N, dh) each -> (B, nh, N, dh)."""
+        if _attention_records is not None:  # under record_attention(): the explicit softmax
+            attn = (q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5).softmax(dim=-1)  # (B, nh, N, N)
+            _attention_records.append(attn.detach())
+            return F.dropout(attn, self.attn_drop, self.training) @ v
         # Dropout only while training: SDPA has no notion of eval mode (timm PR #1978).
         return F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
 
