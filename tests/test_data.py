@@ -26,7 +26,7 @@ from vivit.data import (
     generate_moving_digits,
     read_epic_kitchens_100,
 )
-from vivit.data.datamodule import VideoClipDataset
+from vivit.data.datamodule import VideoClipDataset, WholeVideoSampler
 from vivit.data.epic_kitchens import read_class_names
 from vivit.data.moving_digits import EPIC_HEADER, NOUNS, VERBS, _background, _pick_codec, render_clip, sample_motion
 from vivit.data.sampling import clip_indices
@@ -319,6 +319,34 @@ def test_clip_indices() -> None:
         clip_indices(10, 4, 1, offset=1.5)
 
 
+def test_test_clips_are_evenly_spaced() -> None:
+    starts = [clip_indices(100, 4, 2, offset=(k, 4))[0] for k in range(4)]
+    assert starts == [0, 31, 62, 93]  # DMVR: linspace(0, 93, 4), truncated
+    assert clip_indices(100, 4, 2, offset=(0, 1)) == clip_indices(100, 4, 2, offset="centre")
+    assert [clip_indices(5, 4, 2, offset=(k, 2)) for k in range(2)] == [[0, 2, 4, 1]] * 2  # too short: loops
+    with pytest.raises(ValueError):
+        clip_indices(100, 4, 2, offset=(4, 4))
+
+
+@pytest.mark.parametrize("portrait", [False, True])
+def test_three_spatial_crops(portrait: bool) -> None:
+    """Left/centre/right crops of a landscape clip, top/middle/bottom of a portrait one, centred across."""
+    height, width = (60, 36) if portrait else (36, 60)
+    y, x = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")  # pixel = its coordinates
+    frames = torch.stack([y, x, torch.zeros_like(x)], -1).expand(2, height, width, 3).to(torch.uint8)  # (T, H, W, 3)
+    crops = [clip_transform(False, crop_size=32, mean=(0, 0, 0), std=(1, 1, 1), crop=(j, 3))(frames) for j in range(3)]
+    long_axis = 2 if portrait else 3  # of (C, T, H, W)
+    for j, crop in enumerate(crops):
+        assert crop.shape == (3, 2, 32, 32)
+        top_left = (crop[:, 0, 0, 0] * 255).round().tolist()  # (row, column) of the crop's first pixel
+        along, across = (0, 14, 28)[j], 2  # (60 - 32) / 2 and (36 - 32) / 2
+        assert top_left[:2] == ([along, across] if portrait else [across, along])
+        assert crop.select(long_axis, 0).shape == (3, 2, 32)
+    torch.testing.assert_close(crops[1], clip_transform(False, crop_size=32, mean=(0, 0, 0), std=(1, 1, 1))(frames))
+    small = clip_transform(False, crop_size=40, crop=(2, 3))(frames[:, :30, :30])  # zero-padded, as CenterCrop
+    assert small.shape == (3, 2, 40, 40)
+
+
 def test_clip_transform_shapes_and_values() -> None:
     frames = torch.randint(0, 256, (4, 36, 40, 3), dtype=torch.uint8)
     evaluation = clip_transform(False, crop_size=32)(frames)
@@ -344,7 +372,7 @@ def test_data_module_batches(tiny_root: Path, num_workers: int) -> None:
     assert len(dm.train_dataloader()) == 6  # 24 clips / 4, drop_last
     for loader in (dm.train_dataloader(), dm.val_dataloader()):
         batch = next(iter(loader))
-        assert set(batch) == {"video", "label", "index", "bad_videos", "bad_files"}
+        assert set(batch) == {"video", "label", "index", "view", "bad_videos", "bad_files"}
         assert batch["video"].shape == (4, 3, 4, 32, 32) and batch["video"].dtype == torch.float32
         assert batch["video"].min() >= -1 and batch["video"].max() <= 1
         assert batch["label"].shape == (4,) and batch["label"].dtype == torch.int64
@@ -362,6 +390,25 @@ def test_data_module_two_heads(tiny_root: Path) -> None:
     expected = [[records[i].labels["verb"], records[i].labels["noun"]] for i in batch["index"]]
     assert batch["label"].tolist() == expected
     assert dm.class_names["noun"][0] == "zero"
+
+
+def test_test_views_are_items_and_whole_videos_per_process(tiny_root: Path) -> None:
+    dm = _data_module(tiny_root, test_clips=2, test_crops=3, batch_size=6)
+    dm.setup("test")
+    dataset = dm.datasets["test"]
+    records = dataset.records
+    assert len(dataset) == 6 * len(records) and dataset.views == 6
+    batch = next(iter(dm.test_dataloader()))  # the six views of video 0: clip view // 3, crop view % 3
+    assert batch["index"].tolist() == [0] * 6 and batch["view"].tolist() == list(range(6))
+    frames = decode_frames(records[0].path, [records[0].start + i for i in clip_indices(8, 4, 2, offset=(1, 2))])
+    right = clip_transform(False, crop_size=32, crop=(2, 3))(frames)
+    torch.testing.assert_close(batch["video"][5], right)  # clip 1, right crop
+
+    videos = len(records[:5])
+    shards = [list(WholeVideoSampler(VideoClipDataset(records[:5], 4, 2, [None] * 3, False, ["verb"], clips=2), 2, r))
+              for r in range(2)]  # fmt: skip
+    assert len(shards[0]) + len(shards[1]) == 6 * videos and sorted(shards[0] + shards[1]) == list(range(6 * videos))
+    assert {i // 6 for i in shards[0]} == {0, 2, 4} and {i // 6 for i in shards[1]} == {1, 3}
 
 
 def test_data_module_validates_its_arguments(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import compose_config
-from vivit.pipeline import CONFIG_KEY, evaluate, train
+from vivit.pipeline import CONFIG_KEY, build, evaluate, train
 
 
 @pytest.mark.parametrize(
@@ -58,6 +58,32 @@ def test_checkpoint_carries_config_and_evaluates(tiny_cfg, tmp_path: Path) -> No
     # same weights, same test clips (centre clip, centre crop): the same numbers
     assert eval_metrics["test/acc_top1"] == pytest.approx(metrics["test/acc_top1"])
     assert eval_metrics["test/loss"] == pytest.approx(metrics["test/loss"], rel=1e-5)
+    assert eval_metrics["test/videos"] == eval_metrics["test/views"] == 16  # two batches of 8
+
+    views = ["data.test_clips=2", "data.test_crops=3", "model.view_average=softmax"]
+    multiview = evaluate(compose_config("eval", [f"ckpt_path={ckpts[-1]}", *views], tmp_path / "multiview"))
+    assert multiview["test/videos"] == 24 and multiview["test/views"] == 24 * 6  # the whole tiny test split
+    assert 0 <= multiview["test/acc_top1"] <= 1 and multiview["test/loss"] > 0
+
+
+@pytest.mark.slow  # two spawned processes: about a minute on 2 cores
+def test_multiview_test_is_exact_under_ddp(tiny_cfg, tmp_path: Path) -> None:
+    """Two processes score the same videos as one: each counted once, although 5 videos do not split evenly."""
+    import lightning as L
+
+    cfg = tiny_cfg(f"data.root={tmp_path / 'odd'}", "data.generate.num_train=2", "data.generate.num_val=5",
+                   "data.test_clips=2", "data.test_crops=3", "data.batch_size=4")  # fmt: skip
+    datamodule, model = build(cfg)
+    datamodule.prepare_data()
+    results = []
+    for devices, strategy in ((1, "auto"), (2, "ddp_spawn")):
+        quiet = dict(logger=False, enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False)
+        trainer = L.Trainer(accelerator="cpu", devices=devices, strategy=strategy, **quiet)
+        trainer.test(model, datamodule=datamodule, verbose=False)
+        results.append({k: float(v) for k, v in trainer.callback_metrics.items()})
+    single, ddp = results
+    assert single["test/videos"] == ddp["test/videos"] == 5 and single["test/views"] == ddp["test/views"] == 30
+    assert ddp == pytest.approx(single, rel=1e-5)
 
 
 def test_eval_rejects_missing_checkpoint(tmp_path: Path) -> None:

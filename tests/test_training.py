@@ -75,3 +75,47 @@ def test_action_accuracy_needs_every_head_right() -> None:
         + nn.functional.cross_entropy(logits[:, 2:], labels[:, 1])
     ) / 2
     torch.testing.assert_close(loss, expected)  # the unweighted mean of the heads' losses
+
+
+def _test_epoch(module: VideoClassifier, views: list[tuple[int, int, list[float], int | list[int]]]) -> dict:
+    """Runs the test stage's hooks on hand-made ``(video, view, logits, label)`` items; returns the metrics."""
+    module.on_test_epoch_start()
+    for video, view, logits, label in views:
+        batch = {"video": torch.tensor([logits]), "label": torch.tensor([label]), "index": torch.tensor([video])}
+        module.test_step({**batch, "view": torch.tensor([view])}, 0)
+    module.on_test_epoch_end()
+    return {"loss": module.test_loss.compute().item()} | {k: v.compute().item() for k, v in module.test_metrics.items()}
+
+
+def test_test_videos_score_the_mean_of_their_views() -> None:
+    right, wrong = [5.0, 0, 0, 0, 0], [-5.0, 1, 0, 0, 0]  # one view sure of class 0, one mildly for class 1
+    views = [(0, 0, right, 0), (0, 1, wrong, 0), (1, 0, right, 0), (1, 1, right, 0), (2, 0, wrong, 1), (2, 1, wrong, 1)]
+    mean = torch.tensor([[0.0, 0.5, 0, 0, 0], right, wrong])  # the per-video mean logits
+    probs = (torch.tensor([right, wrong]).softmax(-1).mean(0), torch.tensor(right).softmax(-1))
+
+    logits = _test_epoch(VideoClassifier(FixedLogits(), optimizer=torch.optim.SGD), views)
+    assert logits["acc_top1"] == pytest.approx(2 / 3)  # video 0's mean logits say class 1 (per view: 5 of 6 right)
+    assert logits["loss"] == pytest.approx(nn.functional.cross_entropy(mean, torch.tensor([0, 0, 1])).item())
+
+    softmax = _test_epoch(VideoClassifier(FixedLogits(), optimizer=torch.optim.SGD, view_average="softmax"), views)
+    assert softmax["acc_top1"] == pytest.approx(1.0)  # video 0: the mean probability says class 0
+    expected = -(probs[0][0].log() + probs[1][0].log() + torch.tensor(wrong).log_softmax(-1)[1]) / 3
+    assert softmax["loss"] == pytest.approx(expected.item(), rel=1e-5)
+
+    with pytest.raises(RuntimeError, match="video 0 came twice with view 1"):
+        _test_epoch(VideoClassifier(FixedLogits(), optimizer=torch.optim.SGD), views[:2] + views[1:2])
+    with pytest.raises(ValueError, match="view_average"):
+        VideoClassifier(FixedLogits(), optimizer=torch.optim.SGD, view_average="max")
+
+
+def test_two_head_test_metrics_use_each_video_mean() -> None:
+    module = VideoClassifier(FixedLogits(), optimizer=torch.optim.SGD, heads={"verb": 2, "noun": 3})
+    views = [
+        (0, 0, [3.0, 0, 0, 2, 0], [0, 1]),  # both heads right on this view, both wrong on the next:
+        (0, 1, [0.0, 1, 0, 0, 4], [0, 1]),  # the mean (1.5, 0.5 | 0, 1, 2) has the verb right, the noun wrong
+        (1, 0, [0.0, 2, 0, 3, 0], [1, 1]),  # both right
+    ]
+    metrics = _test_epoch(module, views)
+    assert metrics["verb_acc_top1"] == pytest.approx(1.0)
+    assert metrics["noun_acc_top1"] == pytest.approx(1 / 2)
+    assert metrics["acc_top1"] == pytest.approx(1 / 2)  # the action: both heads right

@@ -204,8 +204,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test a checkpoint, rebuilding its model and data from the config saved inside it."""
     path = Path(cfg.ckpt_path)
     _, run_cfg = load_checkpoint(path)
-    overrides = {k: v for k, v in (cfg.get("data") or {}).items() if v is not None}
-    run_cfg.data = OmegaConf.merge(run_cfg.data, overrides)
+    for node in ("data", "model"):  # e.g. data.test_clips, model.view_average
+        overrides = {k: v for k, v in (cfg.get(node) or {}).items() if v is not None}
+        run_cfg[node] = OmegaConf.merge(run_cfg[node], overrides)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     datamodule, model = build(run_cfg)
@@ -223,8 +224,10 @@ def summarise(trainer: L.Trainer, metrics: dict[str, float], checkpoint: str) ->
 
     out = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(trainer.default_root_dir)
     lines = ["", "Summary"]
-    lines += [
-        f"  {k:<28} {v:.4f}" for k, v in sorted(metrics.items()) if not k.endswith("_step") and not k.startswith("lr-")
+    lines += [  # counts (test/videos, test/views) as whole numbers
+        f"  {k:<28} {v:{'.0f' if k.endswith(('/videos', '/views')) else '.4f'}}"
+        for k, v in sorted(metrics.items())
+        if not k.endswith("_step") and not k.startswith("lr-")
     ]
     lines += [
         f"  checkpoint: {checkpoint or '(none saved)'}",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict
@@ -11,7 +11,7 @@ from typing import TypedDict
 import torch
 from lightning import LightningDataModule
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
 
 from vivit.data.decoding import VideoDecodeError, count_frames, decode_frames
 from vivit.data.sampling import clip_indices
@@ -81,6 +81,7 @@ class Batch(TypedDict):
     video: Tensor  # (B, C, T, H, W) float32, normalised
     label: Tensor  # (B,) int64 with one head; (B, len(heads)) int64, columns in heads order, otherwise
     index: Tensor  # (B,) int64 position of the record in its split (after any training replacement)
+    view: Tensor  # (B,) int64 test view of the record: clip view // crops, crop view % crops; 0 otherwise
     bad_videos: Tensor  # () int64 videos that failed to decode: replaced (training) or left out (evaluation)
     bad_files: list[str]  # their paths
 
@@ -96,12 +97,14 @@ def collate_clips(items: list[dict]) -> Batch:
 
 
 class VideoClipDataset(Dataset):
-    """Map-style dataset: item ``i`` is one clip of record ``i``.
+    """Map-style dataset: item ``i`` is view ``i % views`` of record ``i // views``.
 
     Training draws a random clip offset per call and replaces an undecodable video with a random other
-    one (bounded, logged). Evaluation takes the centre clip and raises on a bad video: swapping would
-    silently change what is being evaluated. With ``skip_bad``, it returns no clip instead, which
-    :func:`collate_clips` leaves out. Each item lists the videos that failed for it under ``bad``.
+    one (bounded, logged). Evaluation raises on a bad video: swapping would silently change what is
+    being evaluated. With ``skip_bad``, it returns no clip instead, which :func:`collate_clips` leaves out.
+    Each item lists the videos that failed for it under ``bad``. Evaluation takes ``clips`` evenly spaced
+    clips (1: the centre clip), each through every transform when ``transform`` is a sequence (one per
+    spatial crop): ``views = clips * crops``.
     """
 
     def __init__(
@@ -109,23 +112,29 @@ class VideoClipDataset(Dataset):
         records: Sequence[VideoRecord],
         num_frames: int,
         stride: int,
-        transform: Callable[[Tensor], Tensor],
+        transform: Callable[[Tensor], Tensor] | Sequence[Callable[[Tensor], Tensor]],
         train: bool,
         heads: Sequence[str],
+        clips: int = 1,
         skip_bad: bool = False,
     ) -> None:
         self.records = list(records)
         self.num_frames, self.stride = num_frames, stride
-        self.transform, self.train, self.heads, self.skip_bad = transform, train, list(heads), skip_bad
+        self.crops = list(transform) if isinstance(transform, Sequence) else [transform]
+        self.train, self.heads, self.skip_bad = train, list(heads), skip_bad
+        self.clips, self.views = clips, clips * len(self.crops)
+        if train and self.views != 1:
+            raise ValueError(f"training takes one view per video, got {clips} clips x {len(self.crops)} crops")
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.records) * self.views
 
-    def __getitem__(self, index: int) -> dict[str, Tensor]:
+    def __getitem__(self, item: int) -> dict[str, Tensor]:
+        index, view = divmod(item, self.views)
         failed = []
         for _ in range(MAX_TRIES if self.train else 1):
             try:
-                return {**self._load(index), "bad": failed}
+                return {**self._load(index, view), "bad": failed}
             except VideoDecodeError as error:
                 if not self.train:
                     if not self.skip_bad:
@@ -138,18 +147,39 @@ class VideoClipDataset(Dataset):
                 index = int(torch.randint(len(self.records), ()).item())
         raise RuntimeError(f"{MAX_TRIES} training videos in a row failed to decode: {', '.join(failed)}")
 
-    def _load(self, index: int) -> dict[str, Tensor]:
+    def _load(self, index: int, view: int = 0) -> dict[str, Tensor]:
         record = self.records[index]
-        offset = float(torch.rand(()).item()) if self.train else "centre"
+        clip, crop = divmod(view, len(self.crops))
+        offset = float(torch.rand(()).item()) if self.train else (clip, self.clips)
         stop = count_frames(record.path) if record.stop is None else record.stop
         indices = clip_indices(stop - record.start, self.num_frames, self.stride, offset=offset)
         frames = decode_frames(record.path, [record.start + i for i in indices])  # (T, H, W, 3) uint8
         labels = [record.labels[head] for head in self.heads]
         return {
-            "video": self.transform(frames),  # (C, T, H, W)
+            "video": self.crops[crop](frames),  # (C, T, H, W)
             "label": torch.tensor(labels[0] if len(labels) == 1 else labels, dtype=torch.int64),
             "index": torch.tensor(index, dtype=torch.int64),
+            "view": torch.tensor(view, dtype=torch.int64),
         }
+
+
+class WholeVideoSampler(DistributedSampler):
+    """Test items for one of several processes: videos ``rank``, ``rank + W``, ... with all their views.
+
+    Lightning's default ``DistributedSampler`` pads the last round with repeated items so that every
+    process gets as many, which would count some videos twice. Here every item is taken exactly once,
+    and a process may get one video fewer. Lightning keeps a loader's sampler when it is already a
+    ``DistributedSampler``.
+    """
+
+    def __init__(self, dataset: VideoClipDataset, num_replicas: int, rank: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+        videos = range(rank, len(dataset.records), num_replicas)
+        self.items = [video * dataset.views + view for video in videos for view in range(dataset.views)]
+        self.num_samples = len(self.items)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.items)
 
 
 class VideoDataModule(LightningDataModule):
@@ -162,6 +192,11 @@ class VideoDataModule(LightningDataModule):
     a wrong count would shift or overflow the class indices. ``generate(root)``, when given,
     creates the dataset in ``prepare_data`` (the built-in one skips this when it is already there).
     Batches are :class:`Batch` dicts.
+
+    Validation takes one view of each video: the centre clip, centre crop. Testing takes
+    ``test_clips`` evenly spaced clips x ``test_crops`` spatial crops (1: centre; 3: left/centre/right,
+    or top/middle/bottom for portrait video), as separate items; under DDP each video goes whole to one
+    process (:class:`WholeVideoSampler`), so that the model can average its views exactly once.
     """
 
     def __init__(
@@ -185,6 +220,8 @@ class VideoDataModule(LightningDataModule):
         generate: Callable[[Path], None] | None = None,
         num_classes: int | None = None,
         classes: Callable[[Path], dict[str, list[str]]] | None = None,
+        test_clips: int = 1,
+        test_crops: int = 1,
         max_bad_videos: float = 0.01,
         skip_bad_eval_videos: bool = False,
     ) -> None:
@@ -205,6 +242,8 @@ class VideoDataModule(LightningDataModule):
             ("stride", stride),
             ("crop_size", crop_size),
             ("batch_size", batch_size),
+            ("test_clips", test_clips),
+            ("test_crops", test_crops),
         ):
             if value < 1:
                 raise ValueError(f"data.{key} must be >= 1, got {value}")
@@ -238,6 +277,7 @@ class VideoDataModule(LightningDataModule):
         self.bad_files: dict[str, set[str]] = {}  # split -> videos that failed to decode so far, in this process
         self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
         self.batch_size, self.num_workers = batch_size, num_workers
+        self.test_clips, self.test_crops = test_clips, test_crops
         self.datasets: dict[str, VideoClipDataset] = {}
 
     @property
@@ -267,28 +307,44 @@ class VideoDataModule(LightningDataModule):
             if split in self.datasets:
                 continue
             train = split == "train"
-            transform = clip_transform(
-                train,
-                crop_size=self.crop_size,
-                min_resize=self.min_resize,
-                hflip_prob=self.hflip_prob,
-                mean=self.mean,
-                std=self.std,
-                **(self.augmentation if train else {}),
-            )
+            clips, crops = (self.test_clips, self.test_crops) if split == "test" else (1, 1)
+            transform = [
+                clip_transform(
+                    train,
+                    crop_size=self.crop_size,
+                    min_resize=self.min_resize,
+                    hflip_prob=self.hflip_prob,
+                    mean=self.mean,
+                    std=self.std,
+                    crop=(crop, crops),
+                    **(self.augmentation if train else {}),
+                )
+                for crop in range(crops)
+            ]
             records = self.annotations(self.root, split)
             log.info("%s: %d clips in %s", self.root, len(records), split)
             self.datasets[split] = VideoClipDataset(
-                records, self.num_frames, self.stride, transform, train, self.heads, skip_bad=self.skip_bad_eval_videos
+                records,
+                self.num_frames,
+                self.stride,
+                transform,
+                train,
+                self.heads,
+                clips=clips,
+                skip_bad=self.skip_bad_eval_videos,
             )
 
     def _loader(self, split: str) -> DataLoader:
         if split not in self.datasets:
             raise RuntimeError(f"no {split!r} dataset: call setup() for the matching stage first")
         train = split == "train"
+        sampler = None
+        if split == "test" and self.trainer is not None and self.trainer.world_size > 1:
+            sampler = WholeVideoSampler(self.datasets[split], self.trainer.world_size, self.trainer.global_rank)
         return DataLoader(
             self.datasets[split],
             batch_size=self.batch_size,
+            sampler=sampler,
             shuffle=train,
             drop_last=train,
             num_workers=self.num_workers,

@@ -114,6 +114,37 @@ class ClipRandAugment(v2.RandAugment):
         return super()._apply_image_or_video_transform(image, transform_id, magnitude, **kwargs)
 
 
+class SpatialCrop:
+    """Square crop ``index`` of ``count`` of a ``(T, C, H, W)`` clip, for multi-view testing.
+
+    The crops are evenly spaced along the long side and centred on the short one: with ``count=3``,
+    left/centre/right, or top/middle/bottom for portrait frames (Scenic's ``three_spatial_crops``);
+    ``count=1`` is the centre crop. A frame smaller than the crop is zero-padded first, as ``CenterCrop`` does.
+    """
+
+    def __init__(self, size: int, index: int = 0, count: int = 1) -> None:
+        if not 0 <= index < count:
+            raise ValueError(f"crop index must be in [0, {count}), got {index}")
+        self.size, self.index, self.count = size, index, count
+
+    def __call__(self, video: Tensor) -> Tensor:
+        h, w = video.shape[-2:]
+        if h < self.size or w < self.size:
+            video = F.center_crop(video, [max(h, self.size), max(w, self.size)])  # zero-pads
+            h, w = video.shape[-2:]
+        top, left = self._start(h, along=h > w), self._start(w, along=h <= w)
+        return F.crop(video, top, left, self.size, self.size)
+
+    def _start(self, length: int, along: bool) -> int:
+        """Offset on one axis: evenly spaced ``along`` the long side, centred otherwise (as ``CenterCrop``)."""
+        if along and self.count > 1:
+            return round(self.index * (length - self.size) / (self.count - 1))
+        return round((length - self.size) / 2)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(size={self.size}, index={self.index}, count={self.count})"
+
+
 def clip_transform(
     train: bool,
     *,
@@ -126,12 +157,15 @@ def clip_transform(
     randaugment_magnitude: int | None = None,
     mean: Sequence[float] = (0.5, 0.5, 0.5),
     std: Sequence[float] = (0.5, 0.5, 0.5),
+    crop: tuple[int, int] = (0, 1),
 ) -> ClipTransform:
     """ViViT's pipeline. Training: short side to ``min_resize``, height and width scaled by factors from
     ``scale_jitter`` (e.g. ``(0.9, 1.33)``; None: off), random ``crop_size`` crop, horizontal flip, colour
     jitter (:data:`COLOUR_JITTER`) with probability ``colour_jitter_prob``, RandAugment
     (:class:`ClipRandAugment`; off when ``randaugment_layers`` is 0 or ``randaugment_magnitude`` is 0 or None).
-    Evaluation: short side to ``min_resize``, centre crop. Then ``(x / 255 - mean) / std`` (0.5/0.5 gives [-1, 1]).
+    Evaluation: short side to ``min_resize``, then crop j of S spatial views for ``crop=(j, S)``
+    (:class:`SpatialCrop`; the default is the centre crop). Then ``(x / 255 - mean) / std``
+    (0.5/0.5 gives [-1, 1]).
 
     Crops larger than the frame are zero-padded, in training as in evaluation.
     """
@@ -149,6 +183,6 @@ def clip_transform(
         if randaugment_layers > 0 and randaugment_magnitude:
             steps.append(ClipRandAugment(randaugment_layers, randaugment_magnitude))
     else:
-        steps.append(v2.CenterCrop(crop_size))
+        steps.append(SpatialCrop(crop_size, *crop))
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
     return ClipTransform(v2.Compose(steps))

@@ -6,7 +6,9 @@ It receives the built network and optimiser/scheduler factories; it never reads 
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import partial
 
 import torch
@@ -21,6 +23,8 @@ from torchmetrics.classification import MulticlassAccuracy
 from vivit.models.layers import attention_priority
 
 __all__ = ["VideoClassifier", "fused_on_cuda", "param_groups"]
+
+log = logging.getLogger(__name__)
 
 OptimizerFactory = Callable[..., Optimizer]
 SchedulerFactory = Callable[..., LRScheduler]
@@ -49,6 +53,15 @@ def fused_on_cuda(factory: OptimizerFactory, device: torch.device) -> OptimizerF
     return factory
 
 
+@dataclass
+class VideoViews:
+    """The test views of one video seen so far."""
+
+    label: Tensor  # () or (heads,)
+    total: Tensor  # (K,) sum of the views' scores
+    views: set[int] = field(default_factory=set)
+
+
 class VideoClassifier(LightningModule):
     """Video classification with one or more label sets ("heads") on a single network.
 
@@ -57,6 +70,13 @@ class VideoClassifier(LightningModule):
     the unweighted mean of the per-head cross-entropies (as in ViViT's EPIC-Kitchens model).
     Per-head metrics are prefixed (``verb_acc_top1``); ``acc_top1`` is then the action accuracy,
     which counts a clip as right only when every head is right.
+
+    Testing scores videos, not views: each test batch item is one view (``index`` is its video, ``view``
+    which view), and at the end of the epoch every video is scored on the mean of its views' logits
+    (``view_average="logits"``, as ViViT) or of their per-head softmax probabilities (``"softmax"``; the
+    loss is then the negative log of the mean probability). Under DDP each process must see whole videos,
+    each view once, as ``VideoDataModule``'s test loader gives them; a repeated view is an error.
+    ``test/videos`` and ``test/views`` count what was scored.
 
     Args:
         net: a ViViT variant, (B, C, T, H, W) -> (B, K).
@@ -70,6 +90,7 @@ class VideoClassifier(LightningModule):
         activation_checkpointing: recompute each transformer block in the backward pass.
         attention_backends: SDPA backends in priority order (cudnn, flash, efficient, math);
             None leaves the choice to torch.
+        view_average: how a test video's views are combined, ``"logits"`` or ``"softmax"``.
 
     On CUDA, optimisers that have a fused implementation (AdamW, SGD) use it unless the optimiser
     factory sets ``fused`` itself.
@@ -85,8 +106,13 @@ class VideoClassifier(LightningModule):
         compile: bool = False,
         activation_checkpointing: bool = False,
         attention_backends: Sequence[str] | None = None,
+        view_average: str = "logits",
     ) -> None:
         super().__init__()
+        if view_average not in ("logits", "softmax"):
+            raise ValueError(f"model.view_average must be 'logits' or 'softmax', got {view_average!r}")
+        self.view_average = view_average
+        self.test_videos: dict[int, VideoViews] = {}  # video index -> its views so far, during a test epoch
         self.attention = attention_priority(attention_backends)
         if activation_checkpointing:
             net.activation_checkpointing = True
@@ -127,34 +153,7 @@ class VideoClassifier(LightningModule):
     def step(self, batch: Mapping[str, Tensor], stage: str) -> Tensor | None:
         if not self.has_clips(batch, stage):
             return None
-        logits = self.split_logits(self(batch["video"]))
-        labels = batch["label"].view(len(batch["label"]), -1)  # (B, heads)
-        loss = torch.stack(
-            [
-                F.cross_entropy(logits[head], labels[:, i], label_smoothing=self.label_smoothing)
-                for i, head in enumerate(self.heads)
-            ]
-        ).mean()
-        # Metrics accumulate on the device; nothing here waits for the host.
-        metrics, mean_loss = getattr(self, f"{stage}_metrics"), getattr(self, f"{stage}_loss")
-        correct = []
-        for i, head in enumerate(self.heads):
-            prefix = "" if len(self.heads) == 1 else f"{head}_"
-            for name, metric in metrics.items():
-                if name.startswith(prefix + "acc_"):
-                    metric.update(logits[head], labels[:, i])
-            correct.append(logits[head].argmax(-1) == labels[:, i])
-        if len(self.heads) > 1:
-            metrics["acc_top1"].update(torch.stack(correct).all(0).float())
-        mean_loss.update(loss.detach())
-        on_step = stage == "train"
-        self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=not on_step)
-        if on_step:
-            self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
-        self.log_dict(
-            {f"{stage}/{k}": m for k, m in metrics.items()}, on_step=False, on_epoch=True, prog_bar=stage == "val"
-        )
-        return loss
+        return self.score(self(batch["video"]), batch["label"], stage)
 
     def has_clips(self, batch: Mapping[str, Tensor], stage: str) -> bool:
         """Logs ``<stage>/bad_videos``, the videos that failed to decode (replaced in training, left out in
@@ -166,14 +165,80 @@ class VideoClassifier(LightningModule):
             )
         return len(batch["label"]) > 0
 
+    def score(self, logits: Tensor, label: Tensor, stage: str) -> Tensor:
+        """Updates and logs the stage's loss and metrics for (B, K) logits and their labels; returns the loss."""
+        logits = self.split_logits(logits)
+        labels = label.view(len(label), len(self.heads))  # (B, heads)
+        losses = torch.stack(
+            [
+                F.cross_entropy(logits[head], labels[:, i], label_smoothing=self.label_smoothing, reduction="none")
+                for i, head in enumerate(self.heads)
+            ]
+        ).mean(0)  # (B,)
+        loss = losses.mean()
+        # Metrics accumulate on the device; nothing here waits for the host.
+        metrics, mean_loss = getattr(self, f"{stage}_metrics"), getattr(self, f"{stage}_loss")
+        correct = []
+        for i, head in enumerate(self.heads):
+            prefix = "" if len(self.heads) == 1 else f"{head}_"
+            for name, metric in metrics.items():
+                if name.startswith(prefix + "acc_"):
+                    metric.update(logits[head], labels[:, i])
+            correct.append(logits[head].argmax(-1) == labels[:, i])
+        if len(self.heads) > 1:
+            metrics["acc_top1"].update(torch.stack(correct).all(0).float())
+        mean_loss.update(losses.detach())
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=not on_step)
+        if on_step:
+            self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
+        self.log_dict(
+            {f"{stage}/{k}": m for k, m in metrics.items()}, on_step=False, on_epoch=True, prog_bar=stage == "val"
+        )
+        return loss
+
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
         return self.step(batch, "train")
 
     def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
         self.step(batch, "val")
 
+    def on_test_epoch_start(self) -> None:
+        self.test_videos = {}
+
     def test_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
-        self.step(batch, "test")
+        """Adds each view's scores to its video's; the metrics come at the end of the epoch."""
+        if not self.has_clips(batch, "test"):
+            return
+        scores = self(batch["video"]).detach().float()  # (B, K)
+        if self.view_average == "softmax":
+            scores = torch.cat([s.softmax(-1) for s in self.split_logits(scores).values()], dim=-1)
+        for video, view, score, label in zip(batch["index"].tolist(), batch["view"].tolist(), scores, batch["label"]):
+            entry = self.test_videos.setdefault(video, VideoViews(label, torch.zeros_like(score)))
+            if view in entry.views:
+                raise RuntimeError(
+                    f"test video {video} came twice with view {view}: under DDP, test with a sampler that "
+                    "does not repeat items, as VideoDataModule's test loader does"
+                )
+            entry.views.add(view)
+            entry.total += score
+
+    def on_test_epoch_end(self) -> None:
+        """Scores each video on the mean of its views (see the class docstring)."""
+        videos = [self.test_videos.pop(index) for index in sorted(self.test_videos)]
+        counts = torch.tensor([len(video.views) for video in videos], device=self.device)
+        if videos:
+            scores = torch.stack([video.total for video in videos]) / counts[:, None]  # (N, K)
+            labels = torch.stack([video.label for video in videos])
+        else:  # a process with no video (more processes than videos) still takes part in the metrics' sync
+            scores = torch.zeros(0, self.net.num_classes, device=self.device)
+            labels = torch.zeros(0, len(self.heads), dtype=torch.int64, device=self.device)
+        fewer = int((counts < counts.max()).sum()) if videos else 0
+        if fewer:  # e.g. trainer.limit_test_batches cut a video short
+            log.warning("%d of %d test videos have fewer views than the others", fewer, len(videos))
+        self.score(scores.log() if self.view_average == "softmax" else scores, labels, "test")
+        self.log("test/videos", float(len(videos)), reduce_fx="sum", sync_dist=True, batch_size=1)
+        self.log("test/views", float(counts.sum()), reduce_fx="sum", sync_dist=True, batch_size=1)
 
     def configure_optimizers(self):
         optimizer = fused_on_cuda(self.optimizer_factory, self.device)(param_groups(self.net))
