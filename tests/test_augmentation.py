@@ -89,21 +89,25 @@ def test_scale_jitter_scales_height_and_width_independently() -> None:
 
 
 @pytest.mark.parametrize(
-    ("config", "settings"),
-    [  # (scale_jitter, hflip_prob, colour_jitter_prob, randaugment_magnitude): Table 7
-        ("kinetics400", ([0.9, 1.33], 0.5, 0.8, None)),
-        ("kinetics600", ([0.9, 1.33], 0.5, 0.8, None)),
-        ("moments_in_time", ([0.9, 1.33], 0.5, 0.8, None)),
-        ("epic_kitchens_100", ([0.9, 1.33], 0.5, 0.0, 15)),
-        ("ssv2", ([0.9, 1.33], 0.0, 0.0, 20)),
-        ("moving_digits", (None, 0.0, 0.0, None)),  # the built-in data: as before, left/right are classes
+    ("config", "regularisation", "settings"),
+    [  # (scale_jitter, hflip_prob, colour_jitter_prob, RandAugment layers, magnitude): Table 7
+        ("kinetics400", "none", ([0.9, 1.33], 0.5, 0.8, 0, 0)),
+        ("kinetics600", "none", ([0.9, 1.33], 0.5, 0.8, 0, 0)),
+        ("moments_in_time", "none", ([0.9, 1.33], 0.5, 0.8, 0, 0)),
+        ("epic_kitchens_100", "epic_kitchens", ([0.9, 1.33], 0.5, 0.0, 2, 15)),
+        ("ssv2", "ssv2", ([0.9, 1.33], 0.0, 0.0, 2, 20)),
+        ("moving_digits", "none", (None, 0.0, 0.0, 0, 0)),  # the built-in data: as before, left/right are classes
     ],
 )
-def test_dataset_configs_set_the_papers_augmentation(config: str, settings: tuple, tmp_path: Path) -> None:
-    d = compose_config("train", [f"data={config}", "data.root=/x"], tmp_path).data
+def test_dataset_configs_set_the_papers_augmentation(
+    config: str, regularisation: str, settings: tuple, tmp_path: Path
+) -> None:
+    """The data's own augmentation per dataset; RandAugment comes from the paper's regularisation preset."""
+    overrides = [f"data={config}", "data.root=/x", f"regularisation={regularisation}"]
+    d = compose_config("train", overrides, tmp_path).data
     jitter = None if d.scale_jitter is None else list(d.scale_jitter)
-    assert (jitter, d.hflip_prob, d.colour_jitter_prob, d.randaugment_magnitude) == settings
-    assert d.randaugment_layers == 2 and d.max_bad_videos == 0.01 and d.skip_bad_eval_videos is False
+    assert (jitter, d.hflip_prob, d.colour_jitter_prob, d.randaugment_layers, d.randaugment_magnitude) == settings
+    assert d.max_bad_videos == 0.01 and d.skip_bad_eval_videos is False
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from conftest import compose_config
 from vivit.models import FactorisedEncoder, TubeletTokeniser
 from vivit.training import VideoClassifier, cosine_with_warmup, param_groups
 
@@ -119,3 +121,49 @@ def test_two_head_test_metrics_use_each_video_mean() -> None:
     assert metrics["verb_acc_top1"] == pytest.approx(1.0)
     assert metrics["noun_acc_top1"] == pytest.approx(1 / 2)
     assert metrics["acc_top1"] == pytest.approx(1 / 2)  # the action: both heads right
+
+
+@pytest.mark.parametrize("heads", [{"label": 5}, {"verb": 3, "noun": 4}])
+def test_mixup_mixes_clips_and_every_heads_targets_with_one_lambda(heads: dict[str, int]) -> None:
+    torch.manual_seed(0)
+    k = sum(heads.values())
+    net = FactorisedEncoder(TubeletTokeniser(32, (4, 16, 16), (2, 8, 8)), k, embed_dim=32, depth=1, num_heads=2)
+    model = VideoClassifier(net, torch.optim.SGD, heads=heads, mixup_alpha=0.4)
+    video = torch.randn(6, 3, 4, 16, 16)
+    label = torch.stack([torch.randint(n, (6,)) for n in heads.values()], dim=1).squeeze(1)
+    mixed, targets = model.mix_batch(video, label)
+    partner = video.roll(1, 0)  # torchvision pairs each clip with the previous one
+    lam = ((mixed - partner) / (video - partner)).flatten()[0]
+    torch.testing.assert_close(mixed, lam * video + (1 - lam) * partner)
+    labels = label.view(6, -1)
+    for i, (head, n) in enumerate(heads.items()):
+        one_hot = F.one_hot(labels[:, i], n).float()
+        torch.testing.assert_close(targets[head], lam * one_hot + (1 - lam) * one_hot.roll(1, 0))
+
+
+def test_cutmix_cuts_the_same_box_from_every_frame() -> None:
+    torch.manual_seed(1)
+    net = FactorisedEncoder(TubeletTokeniser(32, (4, 16, 16), (2, 8, 8)), 5, embed_dim=32, depth=1, num_heads=2)
+    model = VideoClassifier(net, torch.optim.SGD, cutmix_alpha=1.0)
+    video = torch.randn(4, 3, 4, 16, 16)
+    mixed, targets = model.mix_batch(video, torch.arange(4))
+    pasted = mixed != video  # (B, C, T, H, W)
+    assert pasted.any()
+    assert (pasted == pasted[:, :, :1]).all()  # the same pixels in every frame
+    area = pasted[0, 0, 0].float().mean()
+    torch.testing.assert_close(targets["label"][0, 0], 1 - area)  # λ is the area kept
+
+
+def test_regularisation_knobs_compose_on_any_preset(tmp_path) -> None:
+    cfg = compose_config("train", ["regularisation=stochastic_depth", "regularisation.mixup_alpha=0.3"], tmp_path)
+    assert (cfg.model.net.drop_path_rate, cfg.model.mixup_alpha, cfg.model.label_smoothing) == (0.3, 0.3, 0.0)
+    cfg = compose_config("train", ["regularisation=table4_6_mixup"], tmp_path)  # the cumulative ladder
+    r = cfg.regularisation
+    assert (r.drop_path_rate, r.randaugment_layers, r.randaugment_magnitude, r.label_smoothing, r.mixup_alpha) == (
+        0.2,
+        2,
+        15,
+        0.2,
+        0.1,
+    )
+    assert (cfg.data.randaugment_layers, cfg.data.randaugment_magnitude) == (2, 15)

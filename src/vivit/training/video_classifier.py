@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -19,6 +20,8 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
+from torchvision import tv_tensors
+from torchvision.transforms import v2
 
 from vivit.models.layers import attention_priority
 
@@ -86,6 +89,10 @@ class VideoClassifier(LightningModule):
             LR scheduler, or None for a constant rate.
         heads: label-set name -> class count; defaults to one head of ``net.num_classes``.
         label_smoothing: λ of ViViT Eq. 11, per head.
+        mixup_alpha, cutmix_alpha: training batches are mixed (Eq. 12; CutMix cuts the same box from every
+            frame) with one λ ~ Beta(α, α) per batch, by torchvision's MixUp/CutMix (one of them, at random,
+            when both are on); 0 turns each off. The targets are mixed before label smoothing. With several
+            heads the action (every head's label) is mixed, so all heads share the pairing and λ.
         compile: ``torch.compile`` the network in place (its state-dict keys do not change).
         activation_checkpointing: recompute each transformer block in the backward pass.
         attention_backends: SDPA backends in priority order (cudnn, flash, efficient, math);
@@ -107,6 +114,8 @@ class VideoClassifier(LightningModule):
         activation_checkpointing: bool = False,
         attention_backends: Sequence[str] | None = None,
         view_average: str = "logits",
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
     ) -> None:
         super().__init__()
         if view_average not in ("logits", "softmax"):
@@ -128,6 +137,9 @@ class VideoClassifier(LightningModule):
                 f"num_classes={net.num_classes}; make model.net.num_classes equal data.num_classes"
             )
         self.label_smoothing = label_smoothing
+        actions = math.prod(self.heads.values())
+        mixers = [m(alpha=a, num_classes=actions) for m, a in ((v2.MixUp, mixup_alpha), (v2.CutMix, cutmix_alpha)) if a]
+        self.mix = v2.RandomChoice(mixers) if mixers else None
         # One metric set and one mean loss per stage ("train" itself is taken by nn.Module.train).
         self.train_metrics, self.val_metrics, self.test_metrics = (self.make_metrics() for _ in range(3))
         self.train_loss, self.val_loss, self.test_loss = (MeanMetric() for _ in range(3))
@@ -165,13 +177,32 @@ class VideoClassifier(LightningModule):
             )
         return len(batch["label"]) > 0
 
-    def score(self, logits: Tensor, label: Tensor, stage: str) -> Tensor:
-        """Updates and logs the stage's loss and metrics for (B, K) logits and their labels; returns the loss."""
+    def mix_batch(self, video: Tensor, label: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Mixup/CutMix of a training batch: the mixed (B, C, T, H, W) clips and each head's (B, K_h) targets."""
+        sizes = list(self.heads.values())
+        labels = label.view(len(label), len(sizes))
+        action = sum(labels[:, i] * math.prod(sizes[i + 1 :]) for i in range(len(sizes)))  # (B,) mixed radix
+        clips, targets = self.mix(tv_tensors.Video(video.transpose(1, 2)), action)  # videos are (B, T, C, H, W)
+        targets = targets.view(len(label), *sizes)  # (B, K_1, ..., K_h): the action's mixed one-hot
+        per_head = {  # each head's marginal
+            head: targets.sum(dim=[d + 1 for d in range(len(sizes)) if d != i]) if len(sizes) > 1 else targets
+            for i, head in enumerate(self.heads)
+        }
+        return clips.as_subclass(Tensor).transpose(1, 2), per_head
+
+    def score(self, logits: Tensor, label: Tensor, stage: str, targets: dict[str, Tensor] | None = None) -> Tensor:
+        """Updates and logs the stage's loss and metrics for (B, K) logits and their labels; returns the loss.
+        ``targets``: per-head (B, K_h) soft targets for the loss (mixup), else the labels'."""
         logits = self.split_logits(logits)
         labels = label.view(len(label), len(self.heads))  # (B, heads)
         losses = torch.stack(
             [
-                F.cross_entropy(logits[head], labels[:, i], label_smoothing=self.label_smoothing, reduction="none")
+                F.cross_entropy(
+                    logits[head],
+                    labels[:, i] if targets is None else targets[head],
+                    label_smoothing=self.label_smoothing,
+                    reduction="none",
+                )
                 for i, head in enumerate(self.heads)
             ]
         ).mean(0)  # (B,)
@@ -197,8 +228,13 @@ class VideoClassifier(LightningModule):
         )
         return loss
 
-    def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor:
-        return self.step(batch, "train")
+    def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor | None:
+        if self.mix is None:
+            return self.step(batch, "train")
+        if not self.has_clips(batch, "train"):
+            return None
+        video, targets = self.mix_batch(batch["video"], batch["label"])
+        return self.score(self(video), batch["label"], "train", targets)  # accuracy: against the unmixed labels
 
     def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
         self.step(batch, "val")
