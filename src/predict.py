@@ -1,0 +1,15 @@
+"""Top classes of videos: python src/predict.py ckpt_path=<checkpoint> video=<file or folder>"""
+
+import hydra
+from omegaconf import DictConfig
+
+from vivit.predict import run
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()
