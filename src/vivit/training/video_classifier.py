@@ -138,7 +138,12 @@ class VideoClassifier(LightningModule):
             )
         self.label_smoothing = label_smoothing
         actions = math.prod(self.heads.values())
-        mixers = [m(alpha=a, num_classes=actions) for m, a in ((v2.MixUp, mixup_alpha), (v2.CutMix, cutmix_alpha)) if a]
+        with torch.device("cpu"):  # their Beta distributions, also when the model is built on the meta device
+            mixers = [
+                mix(alpha=alpha, num_classes=actions)
+                for mix, alpha in ((v2.MixUp, mixup_alpha), (v2.CutMix, cutmix_alpha))
+                if alpha
+            ]
         self.mix = v2.RandomChoice(mixers) if mixers else None
         # One metric set and one mean loss per stage ("train" itself is taken by nn.Module.train).
         self.train_metrics, self.val_metrics, self.test_metrics = (self.make_metrics() for _ in range(3))
