@@ -462,6 +462,7 @@ def test_hydra_data_configs_compose_and_instantiate(tiny_root: Path, option: str
         cfg = compose(
             overrides=[
                 f"+data={option}",
+                "+regularisation=none",  # the data's RandAugment settings come from there
                 f"+paths.data_dir={tiny_root.parent}",
                 "data.num_workers=0",
                 "data.num_frames=8",
