@@ -19,10 +19,13 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from vivit.report import RESULTS_FILE, save_results
+from vivit.training.checkpoint_io import AtomicCheckpointIO
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +117,80 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule]:
     """Data module and model from their config nodes: every construction-time check runs here."""
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
+    if cfg.model.get("optimizer") is not None:  # built for real only when fitting starts: check it now
+        try:
+            instantiate(cfg.model.optimizer)([torch.nn.Parameter(torch.zeros(1))])
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"optimizer ({cfg.model.optimizer._target_}): {error}") from error
     return datamodule, model
+
+
+# Numbers or booleans by default that also take some text: key -> the text allowed (None: any).
+TEXT_ALLOWED: dict[str, set[str] | None] = {"trainer.devices": None, "trainer.deterministic": {"warn"}}
+
+
+def check_override_types(cfg: DictConfig) -> None:
+    """Fails, naming the key, when a command-line value is text where the config holds a number or a
+    boolean (``data.batch_size=sixteen``), instead of deep inside a constructor or after data preparation.
+    Unknown keys already fail when Hydra composes the config (struct mode)."""
+    from hydra import compose
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    if not (HydraConfig.initialized() and GlobalHydra.instance().is_initialized()):
+        return
+    hydra_cfg = HydraConfig.get()
+    groups = [o for o in hydra_cfg.overrides.task if o.split("=", 1)[0].lstrip("+~") in hydra_cfg.runtime.choices]
+    defaults = compose(hydra_cfg.job.config_name, overrides=groups)
+    for key in hydra_overrides():
+        if key in hydra_cfg.runtime.choices:
+            continue
+        default, value = OmegaConf.select(defaults, key, default=None), OmegaConf.select(cfg, key, default=None)
+        allowed = TEXT_ALLOWED.get(key, set())
+        if (
+            isinstance(default, (bool, int, float))
+            and isinstance(value, str)
+            and allowed is not None
+            and value not in allowed
+        ):
+            kind = "true or false" if isinstance(default, bool) else "a number"
+            raise ValueError(f"{key}={value!r}: expected {kind}, like its default {default!r}")
+
+
+def newest_checkpoint(run_dir: Path) -> Path | None:
+    """The run directory's newest resumable checkpoint: ``checkpoints/last.ckpt`` or a SLURM ``hpc_ckpt_<n>.ckpt``."""
+    found = [p for p in [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")] if p.is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def resume_checkpoint(cfg: DictConfig) -> str | None:
+    """The checkpoint that fitting starts from, checked before anything is built.
+
+    ``resume=<run dir>``: that directory's newest checkpoint (it must have one); Hydra's run directory is
+    then that directory too. ``ckpt_path=last``: this run directory's newest checkpoint, or none (the run
+    starts from scratch), for jobs that restart themselves in a fixed directory. Otherwise ``ckpt_path``.
+    """
+    ckpt_path = cfg.get("ckpt_path")
+    if cfg.get("resume"):
+        path = newest_checkpoint(Path(cfg.resume))
+        if path is None:
+            raise FileNotFoundError(f"resume={cfg.resume}: no checkpoints/last.ckpt or hpc_ckpt_*.ckpt in it")
+    elif ckpt_path == "last":
+        path = newest_checkpoint(Path(cfg.paths.output_dir))
+        if path is None:
+            log.info("ckpt_path=last: no checkpoint in %s yet, starting from scratch", cfg.paths.output_dir)
+            return None
+    elif ckpt_path is None or ckpt_path in ("best", "hpc"):
+        return ckpt_path
+    elif not Path(ckpt_path).is_file():
+        raise FileNotFoundError(f"ckpt_path={ckpt_path!r} is not a file")
+    else:
+        path = Path(ckpt_path)
+    stored = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get(CONFIG_KEY)
+    if stored is not None:  # the trained weights decided the normalisation (init=...): keep it
+        cfg.data.mean, cfg.data.std = stored["data"]["mean"], stored["data"]["std"]
+    log.info("resuming from %s", path)
+    return str(path)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -127,10 +203,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if done.is_file():
         log.info("%s exists: this run has finished, skipping it", done)
         return {k: v for k, v in json.loads(done.read_text()).items() if isinstance(v, float)}
+    check_override_types(cfg)
+    ckpt_path = resume_checkpoint(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     datamodule, model = build(cfg)
-    if cfg.get("ckpt_path") is None and "_target_" in cfg.get("init", {}):  # resuming restores trained weights
+    if ckpt_path is None and "_target_" in cfg.get("init", {}):  # resuming restores trained weights
         report = instantiate(cfg.init)(model.net)
         log.info("%s", report)
         if report.mean is not None:  # the weights decide the input normalisation; the run config records it
@@ -144,12 +222,32 @@ def train(cfg: DictConfig) -> dict[str, float]:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     callbacks = [*instantiate_callbacks(cfg.get("callbacks")), SaveConfigInCheckpoint(resolved)]
     loggers = instantiate_loggers(cfg.get("logger"), axes=run_axes(cfg))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    plugins = [instantiate(node) for node in cfg.trainer.get("plugins") or []]
+    if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
+        plugins.append(AtomicCheckpointIO())
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins)
     for logger in trainer.loggers:
         logger.log_hyperparams({**resolved, "axes": run_axes(cfg)})
 
     if cfg.get("train", True):
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        log.info(
+            "effective batch %d = data.batch_size %d x %d processes x trainer.accumulate_grad_batches %d "
+            "(the learning rate is used as given, not scaled with the batch)",
+            datamodule.batch_size * trainer.world_size * trainer.accumulate_grad_batches,
+            datamodule.batch_size,
+            trainer.world_size,
+            trainer.accumulate_grad_batches,
+        )
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        except SIGTERMException:
+            log.warning(
+                "stopped by a signal; the checkpoint is in %s/checkpoints. Continue with the same command "
+                "and resume=%s",
+                cfg.paths.output_dir,
+                cfg.paths.output_dir,
+            )
+            raise SystemExit(143) from None  # 128 + SIGTERM: not finished
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if cfg.get("test", True):

@@ -14,6 +14,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
 
 from vivit.data.decoding import VideoDecodeError, count_frames, decode_frames
+from vivit.data.resumable import ResumableLoader
 from vivit.data.sampling import clip_indices
 from vivit.data.transforms import clip_transform
 
@@ -391,7 +392,8 @@ class VideoDataModule(LightningDataModule):
             )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
+        # Its order and random draws follow (seed, epoch, clip): exact mid-epoch resume, any device count.
+        return ResumableLoader(self._loader("train"), self.trainer)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val")

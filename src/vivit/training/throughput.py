@@ -19,6 +19,9 @@ class TrainingThroughput(Callback):
     so the measurement does not slow the training it measures.
     """
 
+    start: float | None = None  # also when a run resumes mid-epoch, where on_train_epoch_start is not called
+    clips = 0
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.start: float | None = None
         self.clips = 0

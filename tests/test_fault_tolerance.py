@@ -1,0 +1,229 @@
+"""Fault tolerance: exact resume after SIGKILL, SIGTERM/SIGUSR1 preemption, atomic checkpoints, non-finite
+losses, the same training on one and two processes, and config errors that fail before any training."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+from conftest import ROOT, TINY_DATA, TINY_NET
+from vivit.data.resumable import EpochSampler, ResumableLoader, SeededClips
+from vivit.pipeline import train
+from vivit.training.checkpoint_io import AtomicCheckpointIO
+
+# 48 clips at batch 8: 6 steps per epoch. last.ckpt every 4 steps: steps 4, 8 and 16 fall inside an epoch.
+RUN = [*TINY_DATA, *TINY_NET, "trainer.max_epochs=3", "trainer.deterministic=true",
+       "callbacks.fault_tolerance.every_n_train_steps=4", "callbacks.progress_bar.refresh_rate=0"]  # fmt: skip
+ENV = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}  # for fault_helpers
+
+
+def start_train(run_dir: Path, *args: str) -> subprocess.Popen:
+    log = (run_dir.parent / f"{run_dir.name}.out").open("a")
+    command = [sys.executable, str(ROOT / "src" / "train.py"), *RUN, *args]
+    return subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=log, stderr=subprocess.STDOUT)
+
+
+def finish(proc: subprocess.Popen, run_dir: Path) -> int:
+    code = proc.wait(timeout=600)
+    assert code in (0, 143), (run_dir.parent / f"{run_dir.name}.out").read_text()[-3000:]
+    return code
+
+
+def pause_and(run_dir: Path, data_dir: Path, send: signal.Signals) -> subprocess.Popen:
+    """Starts a run in ``run_dir``, waits until it pauses at the start of step 9 (epoch 1, batch 3; its last
+    checkpoint is from step 8) and sends it ``send``."""
+    marker = run_dir.parent / f"{run_dir.name}.paused"
+    proc = start_train(run_dir, f"paths.data_dir={data_dir}", f"hydra.run.dir={run_dir}",
+                       "+callbacks.pause._target_=fault_helpers.PauseAt", "+callbacks.pause.step=9",
+                       f"+callbacks.pause.marker={marker}")  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before pausing"
+        time.sleep(0.2)
+    proc.send_signal(send)
+    return proc
+
+
+@pytest.fixture(scope="module")
+def reference(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted run."""
+    run_dir = tmp_path_factory.mktemp("fault") / "reference"
+    finish(start_train(run_dir, f"paths.data_dir={data_dir}", f"hydra.run.dir={run_dir}"), run_dir)
+    return run_dir
+
+
+def assert_same_run(run_dir: Path, reference: Path) -> None:
+    """Same final weights (bit for bit) and metrics as the uninterrupted run."""
+    ours, theirs = (torch.load(d / "checkpoints" / "last.ckpt", weights_only=True) for d in (run_dir, reference))
+    assert ours["global_step"] == theirs["global_step"] == 18
+    for key, value in theirs["state_dict"].items():
+        assert torch.equal(ours["state_dict"][key], value), key
+    ours, theirs = (json.loads((d / "results.json").read_text()) for d in (run_dir, reference))
+    metrics = [k for k in theirs if k.startswith(("train/", "val/", "test/")) and "per_s" not in k]
+    assert {"train/loss", "val/loss", "val/acc_top1", "test/loss"} <= set(metrics)
+    assert {k: ours[k] for k in metrics} == {k: theirs[k] for k in metrics}
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_is_exact(reference: Path, data_dir: Path) -> None:
+    run_dir = reference.parent / "killed"
+    proc = pause_and(run_dir, data_dir, signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 8
+    finish(start_train(run_dir, f"paths.data_dir={data_dir}", f"resume={run_dir}"), run_dir)
+    assert_same_run(run_dir, reference)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("send", [signal.SIGTERM, signal.SIGUSR1])
+def test_stop_signal_saves_exits_and_resumes_exactly(send: signal.Signals, reference: Path, data_dir: Path) -> None:
+    run_dir = reference.parent / f"stopped_{send.name}"
+    proc = pause_and(run_dir, data_dir, send)
+    assert proc.wait(timeout=120) == 143  # stopped cleanly, not finished
+    output = (run_dir.parent / f"{run_dir.name}.out").read_text()
+    assert "Traceback" not in output and "resume=" in output
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 10
+    # as a requeued SLURM job would: the same command in a fixed directory, with ckpt_path=last
+    proc = start_train(run_dir, f"paths.data_dir={data_dir}", f"hydra.run.dir={run_dir}", "ckpt_path=last")
+    finish(proc, run_dir)
+    assert_same_run(run_dir, reference)
+
+
+@pytest.mark.slow
+def test_one_and_two_processes_train_alike(tiny_cfg, tmp_path: Path) -> None:
+    """The same global batch (8 = 8 x 1 = 4 x 2) gives the same weights and metrics on 1 and 2 processes."""
+    common = [
+        "trainer.max_epochs=2",
+        "trainer.deterministic=true",
+        "test=false",
+        "callbacks.progress_bar.refresh_rate=0",
+    ]
+    one = train(tiny_cfg(*common))
+    weights = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    two_dir = tmp_path / "two"
+    cfg = tiny_cfg(*common, "data.batch_size=4", "trainer.devices=2", "+trainer.strategy=ddp_spawn")
+    cfg.paths.output_dir = str(two_dir)
+    two = train(cfg)
+    for key in ("train/loss", "train/acc_top1", "val/loss", "val/acc_top1"):
+        assert two[key] == pytest.approx(one[key], rel=1e-5, abs=1e-6), key
+    for key, value in torch.load(two_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"].items():
+        torch.testing.assert_close(value, weights[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+class Draws(Dataset):
+    def __len__(self) -> int:
+        return 20
+
+    def __getitem__(self, index: int) -> tuple[int, float]:
+        return index, float(torch.rand(()))
+
+
+def test_clip_draws_depend_on_seed_epoch_and_index_only() -> None:
+    clips = SeededClips(Draws(), seed=1)
+    before = torch.get_rng_state()
+    assert clips[(0, 3)] == clips[(0, 3)] and clips[(0, 3)] != clips[(1, 3)] != clips[(1, 4)]
+    assert torch.equal(torch.get_rng_state(), before)  # the global stream is left alone
+
+
+def test_sampler_splits_the_single_process_order_and_starts_mid_epoch() -> None:
+    one = EpochSampler(Draws(), 1, 0, seed=7)
+    ranks = [EpochSampler(Draws(), 2, r, seed=7) for r in range(2)]
+    for sampler in (one, *ranks):
+        sampler.set_epoch(3)
+    order = list(one)
+    assert {key for r in ranks for key in r} == set(order) and [key for key in ranks[1]] == order[1::2]
+    one.start = 8
+    assert list(one) == order[8:] and list(one) == order  # the start applies to one pass
+
+
+def test_loader_batches_are_reproducible() -> None:
+    from torch.utils.data import DataLoader
+
+    loader = ResumableLoader(DataLoader(Draws(), batch_size=4, shuffle=True, drop_last=True))
+    first, again = list(loader), list(loader)
+    assert all(torch.equal(a[1], b[1]) for a, b in zip(first, again)) and len(first) == 5
+
+
+def test_atomic_checkpoint_keeps_the_old_file_when_writing_fails(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"step": 1}, path)
+
+    def killed_while_writing(obj, f, *args, **kwargs) -> None:
+        f.write(b"PK\x03\x04 half a checkpoint")
+        raise KeyboardInterrupt  # stands in for the process dying mid-write
+
+    monkeypatch.setattr(torch, "save", killed_while_writing)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"step": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True) == {"step": 1}
+    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]
+    io.save_checkpoint({"step": 3}, path)
+    assert torch.load(path, weights_only=True) == {"step": 3}
+
+
+def test_nonfinite_loss_stops_naming_the_step_and_keeps_good_weights(tiny_cfg, tmp_path: Path) -> None:
+    cfg = tiny_cfg("debug=limit", "test=false", "callbacks.fault_tolerance.every_n_train_steps=1",
+                   "+callbacks.poison._target_=fault_helpers.PoisonBatch", "+callbacks.poison.step=2")  # fmt: skip
+    with pytest.raises(FloatingPointError, match=r"non-finite training loss.*step 2 \(epoch 0, batch 2\)"):
+        train(cfg)
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 2  # the state just before the bad step
+    assert all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
+
+
+def test_nonfinite_loss_can_skip_the_step(tiny_cfg, tmp_path: Path) -> None:
+    cfg = tiny_cfg("debug=limit", "test=false", "callbacks.loss_guard.on_nonfinite=skip",
+                   "+callbacks.poison._target_=fault_helpers.PoisonBatch", "+callbacks.poison.step=2")  # fmt: skip
+    metrics = train(cfg)
+    assert metrics["train/skipped_steps"] == 1
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
+
+
+@pytest.mark.slow  # a process start each (imports: seconds on a loaded machine); the error itself comes at once
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trainer.max_epoch=3", "max_epoch"),  # unknown key (a typo)
+        ("data.batch_size=sixteen", "data.batch_size='sixteen': expected a number"),
+        ("model.optimizer.lr=fast", "model.optimizer.lr='fast': expected a number"),
+        ("trainer.deterministic=maybe", "deterministic"),
+        ("model.optimizer.lr=-1", "optimizer (torch.optim.AdamW): Invalid learning rate"),
+        ("callbacks.loss_guard.on_nonfinite=ignore", "callbacks.loss_guard.on_nonfinite must be 'stop' or 'skip'"),
+        ("ckpt_path=/no/such.ckpt", "ckpt_path='/no/such.ckpt' is not a file"),
+        ("resume=<tmp>", "no checkpoints/last.ckpt or hpc_ckpt_*.ckpt in it"),
+    ],
+)
+def test_config_errors_fail_before_training_naming_the_key(override: str, message: str, data_dir: Path,
+                                                           tmp_path: Path) -> None:  # fmt: skip
+    override = override.replace("<tmp>", str(tmp_path))
+    run_dir = [] if override.startswith("resume=") else [f"hydra.run.dir={tmp_path}"]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "src" / "train.py"),
+            *TINY_DATA,
+            *TINY_NET,
+            f"paths.data_dir={data_dir}",
+            *run_dir,
+            override,
+        ],  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0
+    assert message in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "checkpoints").exists()
