@@ -100,7 +100,6 @@ def test_learns_motion_on_builtin_data(tmp_path: Path) -> None:
             "data.generate.num_val=96",
             f"paths.data_dir={tmp_path / 'data'}",
             "trainer.max_epochs=9",
-            "scheduler=constant",
             "data.num_workers=0",
             "test=false",
             "callbacks=none",
