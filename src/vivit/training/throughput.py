@@ -23,7 +23,7 @@ class TrainingThroughput(Callback):
     clips = 0
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.start: float | None = None
+        self.start = None
         self.clips = 0
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
