@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,27 +71,34 @@ def names_by_index(pairs: Iterable[tuple[str, str | int]], path: Path) -> list[s
 
 
 def whole_video_records(
-    items: Iterable[tuple[str, str, Path]], class_names: Sequence[str], source: Path, root: Path
+    items: Iterable[tuple[str, str, Path]],
+    class_names: Sequence[str],
+    source: Path,
+    root: Path,
+    fps: Mapping[str, float] | None = None,
 ) -> list[VideoRecord]:
     """Single-label records of whole files from ``(row name, label, video path)`` items of annotation ``source``.
 
     A label's class is its position in ``class_names``; rows with another label, or with a missing video,
-    are reported and left out by :func:`usable_records`.
+    are reported and left out by :func:`usable_records`. ``fps`` gives the frame rate of the rows it names.
     """
     classes = {name: i for i, name in enumerate(class_names)}
+    fps = fps or {}
     records, unknown = [], []
     for name, label, video in items:
         if label in classes:
-            records.append(VideoRecord(path=video, start=0, stop=None, labels={"label": classes[label]}, name=name))
+            labels = {"label": classes[label]}
+            records.append(VideoRecord(path=video, start=0, stop=None, labels=labels, name=name, fps=fps.get(name)))
         else:
             unknown.append((name, label))
     return usable_records(records, unknown, source, root)
 
 
 def video_files(directory: Path, depth: int) -> list[Path]:
-    """Video files exactly ``depth`` levels below ``directory`` (1: ``dir/x.mp4``, 2: ``dir/class/x.mp4``), sorted."""
+    """Video files exactly ``depth`` levels below ``directory`` (1: ``dir/x.mp4``, 2: ``dir/class/x.mp4``), sorted,
+    and the folders there, each taken for a folder of a video's frames."""
     pattern = "/".join(["*"] * depth)
-    return sorted(p for p in directory.glob(pattern) if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+    return sorted(p for p in directory.glob(pattern) if p.is_dir() or p.suffix.lower() in VIDEO_SUFFIXES)
 
 
 def index_videos(directory: Path) -> dict[str, Path]:

@@ -13,7 +13,7 @@ from lightning import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
 
-from vivit.data.decoding import VideoDecodeError, count_frames, decode_frames
+from vivit.data.decoding import VideoDecodeError, count_frames, decode_frames, frame_rate, get_decoder
 from vivit.data.resumable import ResumableLoader
 from vivit.data.sampling import clip_indices
 from vivit.data.transforms import clip_transform
@@ -25,10 +25,12 @@ MAX_TRIES = 10  # training: decode attempts (the first video, then random others
 
 @dataclass(frozen=True)
 class VideoRecord:
-    """One labelled segment: frames ``start`` (0-based) to ``stop`` (exclusive) of the file at ``path``.
+    """One labelled segment: frames ``start`` (0-based) to ``stop`` (exclusive) of the video at ``path``,
+    a video file or a folder of its frames as JPEG files (:mod:`vivit.data.decoding`).
 
     ``stop=None`` means the end of the file: whole-clip datasets (Kinetics, SSv2, Moments in Time) do not
-    list frame counts, so the frames are counted when the clip is decoded.
+    list frame counts, so the frames are counted when the clip is decoded. ``fps``, the video's native
+    frame rate, is needed only with ``data.target_fps``; None: read from the video file when needed.
     """
 
     path: Path
@@ -36,6 +38,7 @@ class VideoRecord:
     stop: int | None
     labels: dict[str, int]  # label set -> class id, e.g. {"verb": 3, "noun": 7}
     name: str  # e.g. the EPIC narration_id, for messages
+    fps: float | None = None
 
 
 def usable_records(
@@ -51,7 +54,7 @@ def usable_records(
     kept, missing = [], []
     for record in records:
         if record.path not in exists:
-            exists[record.path] = record.path.is_file()
+            exists[record.path] = record.path.exists()  # a video file or a folder of frames
         (kept if exists[record.path] else missing).append(record)
     total = len(records) + len(unknown)
     if unknown:
@@ -105,7 +108,8 @@ class VideoClipDataset(Dataset):
     being evaluated. With ``skip_bad``, it returns no clip instead, which :func:`collate_clips` leaves out.
     Each item lists the videos that failed for it under ``bad``. Evaluation takes ``clips`` evenly spaced
     clips (1: the centre clip), each through every transform when ``transform`` is a sequence (one per
-    spatial crop): ``views = clips * crops``.
+    spatial crop): ``views = clips * crops``. Frames are read with the video backend ``decoder``; with
+    ``target_fps``, ``stride`` counts frames at that rate (:func:`clip_indices`).
     """
 
     def __init__(
@@ -118,8 +122,11 @@ class VideoClipDataset(Dataset):
         heads: Sequence[str],
         clips: int = 1,
         skip_bad: bool = False,
+        decoder: str = "pyav",
+        target_fps: float | None = None,
     ) -> None:
         self.records = list(records)
+        self.decoder, self.target_fps = decoder, target_fps
         self.num_frames, self.stride = num_frames, stride
         self.crops = list(transform) if isinstance(transform, Sequence) else [transform]
         self.train, self.heads, self.skip_bad = train, list(heads), skip_bad
@@ -152,9 +159,12 @@ class VideoClipDataset(Dataset):
         record = self.records[index]
         clip, crop = divmod(view, len(self.crops))
         offset = float(torch.rand(()).item()) if self.train else (clip, self.clips)
-        stop = count_frames(record.path) if record.stop is None else record.stop
-        indices = clip_indices(stop - record.start, self.num_frames, self.stride, offset=offset)
-        frames = decode_frames(record.path, [record.start + i for i in indices])  # (T, H, W, 3) uint8
+        stop = count_frames(record.path, self.decoder) if record.stop is None else record.stop
+        rate = 1.0
+        if self.target_fps:
+            rate = (record.fps or frame_rate(record.path, self.decoder)) / self.target_fps
+        indices = clip_indices(stop - record.start, self.num_frames, self.stride, offset=offset, rate=rate)
+        frames = decode_frames(record.path, [record.start + i for i in indices], self.decoder)  # (T, H, W, 3) uint8
         labels = [record.labels[head] for head in self.heads]
         return {
             "video": self.crops[crop](frames),  # (C, T, H, W)
@@ -192,7 +202,9 @@ class VideoDataModule(LightningDataModule):
     returns the class names per head; ``setup`` then checks that their counts match ``heads``, since
     a wrong count would shift or overflow the class indices. ``generate(root)``, when given,
     creates the dataset in ``prepare_data`` (the built-in one skips this when it is already there).
-    Batches are :class:`Batch` dicts.
+    Batches are :class:`Batch` dicts. ``decoder`` names the backend for video files (``pyav``, or
+    ``torchcodec`` when installed); ``target_fps`` (None: native frames, as ViViT) makes ``stride`` count
+    frames resampled to that rate.
 
     Validation takes one view of each video: the centre clip, centre crop. Testing takes
     ``test_clips`` evenly spaced clips x ``test_crops`` spatial crops (1: centre; 3: left/centre/right,
@@ -225,6 +237,8 @@ class VideoDataModule(LightningDataModule):
         test_crops: int = 1,
         max_bad_videos: float = 0.01,
         skip_bad_eval_videos: bool = False,
+        decoder: str = "pyav",
+        target_fps: float | None = None,
     ) -> None:
         super().__init__()
         self.root = Path(root)
@@ -259,6 +273,10 @@ class VideoDataModule(LightningDataModule):
                 raise ValueError(f"data.{key} must be in [0, 1], got {value}")
         if scale_jitter is not None and not (len(scale_jitter) == 2 and 0 < scale_jitter[0] <= scale_jitter[1]):
             raise ValueError(f"data.scale_jitter must be null or [min, max] with 0 < min <= max, got {scale_jitter}")
+        if target_fps is not None and not target_fps > 0:
+            raise ValueError(f"data.target_fps must be null (native frames) or > 0, got {target_fps}")
+        get_decoder(decoder)  # fails now, saying how to fix it, rather than in a loader worker
+        self.decoder, self.target_fps = decoder, target_fps
         if randaugment_layers < 0 or (randaugment_magnitude or 0) < 0:
             raise ValueError(
                 f"data.randaugment_layers ({randaugment_layers}) and data.randaugment_magnitude "
@@ -333,6 +351,8 @@ class VideoDataModule(LightningDataModule):
                 self.heads,
                 clips=clips,
                 skip_bad=self.skip_bad_eval_videos,
+                decoder=self.decoder,
+                target_fps=self.target_fps,
             )
 
     def _loader(self, split: str) -> DataLoader:

@@ -1,14 +1,26 @@
-"""Decode just the frames a clip needs from an encoded video file with PyAV."""
+"""Decode just the frames a clip needs: from a video file (PyAV or torchcodec) or a folder of JPEG frames.
+
+A clip's source is a video file, decoded by the backend ``data.decoder`` names (:data:`DECODERS`), or a
+folder of its frames as JPEG files, e.g. EPIC-KITCHENS' ``P01/rgb_frames/P01_01/frame_0000000001.jpg``.
+Every backend has the same contract: frames are 0-based, any index may repeat, and anything that makes
+the source unusable raises a :class:`VideoDecodeError` that names it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import functools
+import os
+import re
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
 import numpy as np
+import torch
 from av.video.reformatter import VideoReformatter
+from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
 # Beyond this frame index, seek to the nearest keyframe instead of decoding from the start
 # (EPIC-KITCHENS segments can start tens of thousands of frames into a video).
@@ -35,38 +47,95 @@ def _unusable_as_decode_error(path: str | Path) -> Iterator[None]:
         raise VideoDecodeError(path, f"{type(error).__name__}: {error}") from error
 
 
-def count_frames(path: str | Path) -> int:
-    """Number of frames in the file's video stream, counted by demuxing (no decoding).
-
-    Counts the packets the decoder would turn into frames; container metadata (``stream.frames``) is
-    absent from WebM and not trusted elsewhere.
+@dataclass(frozen=True)
+class Decoder:
+    """One way of reading a clip's source: its frame count, its frame rate (None: it has none) and the frames
+    at given indices. ``decode_frames`` gets a non-empty list of indices >= 0 and returns uint8 RGB
+    ``(T, H, W, 3)``; the public functions below check the indices and name the source in any error.
     """
-    with _unusable_as_decode_error(path), av.open(str(path)) as container:
-        stream = _video_stream(container, path)
-        count = sum(1 for packet in container.demux(stream) if packet.size and not packet.is_discard)
+
+    count_frames: Callable[[Path], int]
+    frame_rate: Callable[[Path], float] | None
+    decode_frames: Callable[[Path, list[int]], np.ndarray]
+
+
+def count_frames(path: str | Path, decoder: str = "pyav") -> int:
+    """Number of frames of the video file (counted by ``decoder``) or of the folder of frames at ``path``."""
+    source = _source(Path(path), decoder)
+    with _unusable_as_decode_error(path):
+        count = source.count_frames(Path(path))
     if count == 0:
         raise VideoDecodeError(path, "the video stream has no frames")
     return count
 
 
-def decode_frames(path: str | Path, indices: Sequence[int]) -> np.ndarray:
-    """Frames at 0-based ``indices`` (may repeat, any order) as uint8 RGB ``(T, H, W, 3)``, T = len(indices).
+def frame_rate(path: str | Path, decoder: str = "pyav") -> float:
+    """Frames per second of the video file at ``path``: its video stream's average rate.
 
-    Decoding stops at the largest index. Far into a file it seeks first, and falls back to decoding from
-    the start if the frame positions after the seek cannot be trusted.
+    A folder of frames has none: ``ValueError``, since only the annotations can give it.
     """
+    source = _source(Path(path), decoder)
+    if source.frame_rate is None:
+        raise ValueError(
+            f"{path} is a folder of frames, which has no frame rate: data.target_fps needs the annotations to "
+            "give it (EPIC-KITCHENS-100: EPIC_100_video_info.csv; data=video_csv: an fps column)"
+        )
+    with _unusable_as_decode_error(path):
+        rate = source.frame_rate(Path(path))
+    if not rate > 0:
+        raise VideoDecodeError(path, "the video stream has no frame rate")
+    return rate
+
+
+def decode_frames(path: str | Path, indices: Sequence[int], decoder: str = "pyav") -> np.ndarray:
+    """Frames at 0-based ``indices`` (may repeat, any order) as uint8 RGB ``(T, H, W, 3)``, T = len(indices)."""
     if len(indices) == 0 or min(indices) < 0:
         raise ValueError(f"indices must be a non-empty sequence of frame positions >= 0, got {list(indices)}")
-    wanted = set(indices)
+    source = _source(Path(path), decoder)
     with _unusable_as_decode_error(path):
-        # `with` closes the container even on error: an open one can deadlock forked DataLoader workers.
-        frames = None
-        if min(wanted) >= SEEK_THRESHOLD:
-            with av.open(str(path)) as container:
-                frames = _decode_after_seek(_video_stream(container, path), wanted)
-        if frames is None:
-            with av.open(str(path)) as container:
-                frames = _decode_from_start(_video_stream(container, path), wanted)
+        return source.decode_frames(Path(path), list(indices))
+
+
+def get_decoder(name: str) -> Decoder:
+    """The video backend ``name`` (a key of :data:`DECODERS`); fails, saying how to fix it, when unusable."""
+    if name not in DECODERS:
+        raise ValueError(f"data.decoder={name!r} is not a decoder: choose one of {sorted(DECODERS)}")
+    return DECODERS[name]()
+
+
+def _source(path: Path, decoder: str) -> Decoder:
+    """How to read ``path``: as a folder of frames, or with the video backend ``decoder``."""
+    return FRAME_FOLDER if path.is_dir() else get_decoder(decoder)
+
+
+# ---------------------------------------------------------------------------------------------- PyAV
+
+
+def _pyav_count_frames(path: Path) -> int:
+    """Counts the packets the decoder would turn into frames, by demuxing (no decoding); container
+    metadata (``stream.frames``) is absent from WebM and not trusted elsewhere."""
+    with av.open(str(path)) as container:
+        stream = _video_stream(container, path)
+        return sum(1 for packet in container.demux(stream) if packet.size and not packet.is_discard)
+
+
+def _pyav_frame_rate(path: Path) -> float:
+    with av.open(str(path)) as container:
+        return float(_video_stream(container, path).average_rate or 0)
+
+
+def _pyav_decode_frames(path: Path, indices: list[int]) -> np.ndarray:
+    """Decoding stops at the largest index. Far into a file it seeks first, and falls back to decoding from
+    the start if the frame positions after the seek cannot be trusted."""
+    wanted = set(indices)
+    # `with` closes the container even on error: an open one can deadlock forked DataLoader workers.
+    frames = None
+    if min(wanted) >= SEEK_THRESHOLD:
+        with av.open(str(path)) as container:
+            frames = _decode_after_seek(_video_stream(container, path), wanted)
+    if frames is None:
+        with av.open(str(path)) as container:
+            frames = _decode_from_start(_video_stream(container, path), wanted)
     if len(frames) < len(wanted):
         raise VideoDecodeError(path, f"no frame at index {max(wanted - frames.keys())}")
     return np.stack([frames[i] for i in indices])
@@ -114,3 +183,90 @@ def _decode_after_seek(stream: av.VideoStream, wanted: set[int]) -> dict[int, np
         if position >= last:
             break
     return frames
+
+
+# ---------------------------------------------------------------------------------------------- torchcodec
+
+
+def _torchcodec_decoder() -> Decoder:
+    """torchcodec's ``VideoDecoder`` in exact seek mode (it scans the file once, so frame counts and
+    positions are exact). An optional package: importing it needs FFmpeg's shared libraries (4 to 8)."""
+    try:
+        import torchcodec
+    except ImportError as error:
+        raise ImportError(
+            f"data.decoder=torchcodec needs the torchcodec package ({error}): pip install torchcodec (a release "
+            "built for your torch version), with FFmpeg's shared libraries installed (e.g. apt-get install "
+            "ffmpeg), or use data.decoder=pyav"
+        ) from error
+    if getattr(torchcodec, "ffmpeg_major_version", 0) is None:
+        raise ImportError(
+            "data.decoder=torchcodec: torchcodec is installed but finds no FFmpeg shared libraries (4 to 8): "
+            "install them (e.g. apt-get install ffmpeg, or conda install ffmpeg), or use data.decoder=pyav"
+        )
+    from torchcodec.decoders import VideoDecoder
+
+    def open_video(path: Path) -> VideoDecoder:
+        return VideoDecoder(str(path), seek_mode="exact", dimension_order="NHWC")
+
+    def frame_rate(path: Path) -> float:  # the header's, as PyAV's average_rate (WebM: not the timestamps' 12.0012)
+        metadata = VideoDecoder(str(path), seek_mode="approximate").metadata
+        return float(metadata.average_fps_from_header or metadata.average_fps or 0)
+
+    def decode(path: Path, indices: list[int]) -> np.ndarray:
+        video = open_video(path)
+        if max(indices) >= len(video):
+            raise VideoDecodeError(path, f"no frame at index {max(indices)}")
+        return video.get_frames_at(indices).data.numpy()  # (T, H, W, 3) uint8
+
+    return Decoder(
+        count_frames=lambda path: len(open_video(path)),
+        frame_rate=frame_rate,
+        decode_frames=decode,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- JPEG frames
+
+_FRAME_NAME = re.compile(r"(.*?)(\d+)(\.jpe?g)", re.IGNORECASE)  # prefix, frame number, suffix
+
+
+@functools.lru_cache(maxsize=4096)
+def _frame_names(folder: Path) -> tuple[str, int]:
+    """The name format of the frames in ``folder`` (e.g. ``frame_{:010d}.jpg``) and their count, from
+    one listing; kept per process, since a folder can hold 100,000 frames."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for entry in os.scandir(folder):
+        if match := _FRAME_NAME.fullmatch(entry.name):
+            prefix, digits, suffix = match.groups()
+            groups.setdefault((prefix, suffix), []).append(digits)
+    if len(groups) != 1:
+        found = f"{len(groups)} kinds, {sorted(p + '<n>' + s for p, s in groups)}" if groups else "none"
+        raise VideoDecodeError(folder, f"a frame folder must hold <prefix><n>.jpg frames of one kind, found {found}")
+    (((prefix, suffix), numbers),) = groups.items()
+    width = len(min(numbers, key=int))  # 10 for frame_0000000001.jpg; 1 when unpadded
+    return f"{prefix}{{:0{width}d}}{suffix}", len(numbers)
+
+
+def _decode_jpegs(folder: Path, indices: list[int]) -> np.ndarray:
+    name, _ = _frame_names(folder)
+    frames = {}
+    for index in set(indices):
+        file = folder / name.format(index + 1)
+        try:
+            frames[index] = decode_jpeg(read_file(str(file)), mode=ImageReadMode.RGB)  # (3, H, W) uint8
+        except Exception as error:
+            raise VideoDecodeError(folder, f"frame {index}, {file}: {type(error).__name__}: {error}") from error
+    return torch.stack([frames[i] for i in indices]).permute(0, 2, 3, 1).numpy()
+
+
+# A folder of a video's frames, one JPEG each, numbered from 1 as ffmpeg writes them: EPIC-KITCHENS'
+# frame_0000000001.jpg, or <video id>_000001.jpg as SlowFast extracts them. Frame i is file number i + 1,
+# and only the files of the wanted frames are read. The frames are counted by listing the folder.
+FRAME_FOLDER = Decoder(lambda folder: _frame_names(folder)[1], None, _decode_jpegs)
+
+# data.decoder -> its backend for video files, built on first use (torchcodec is an optional package).
+DECODERS: dict[str, Callable[[], Decoder]] = {
+    "pyav": lambda: Decoder(_pyav_count_frames, _pyav_frame_rate, _pyav_decode_frames),
+    "torchcodec": functools.cache(_torchcodec_decoder),
+}

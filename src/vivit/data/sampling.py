@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
+
+_EPS = 1e-6  # rate arithmetic: 30/25 * 5 must give frame 6, not 5.999...
 
 
 def clip_indices(
-    num_available: int, num_frames: int, stride: int, *, offset: float | Literal["centre"] | tuple[int, int]
+    num_available: int,
+    num_frames: int,
+    stride: int,
+    *,
+    offset: float | Literal["centre"] | tuple[int, int],
+    rate: float = 1.0,
 ) -> list[int]:
     """0-based frame indices of one clip from a segment of ``num_available`` frames.
 
@@ -15,9 +23,22 @@ def clip_indices(
     centres it (validation). ``(k, K)`` is clip k of K evenly spaced ones, for multi-view testing: the
     starts are DMVR's ``linspace(0, max_start, K)``, truncated; ``(0, 1)`` is the centre clip. A segment
     shorter than the span loops from its first frame, as DMVR does.
+
+    ``rate`` = native fps / target fps (``data.target_fps``; 1: the native frames, as ViViT and DMVR).
+    Otherwise the clip is placed as above on the segment resampled to the target rate, ``stride`` counts
+    target frames, and each target frame j (at time j / target fps) maps to the native frame showing
+    then, ``floor(j * rate)``: SlowFast's ``TARGET_FPS``, so that a clip covers the same time at any
+    native rate.
     """
-    if num_available < 1 or num_frames < 1 or stride < 1:
-        raise ValueError(f"need num_available, num_frames, stride >= 1, got {num_available}, {num_frames}, {stride}")
+    if num_available < 1 or num_frames < 1 or stride < 1 or not rate > 0:
+        raise ValueError(
+            f"need num_available, num_frames, stride >= 1 and rate > 0, got {num_available}, {num_frames}, "
+            f"{stride}, {rate}"
+        )
+    if rate != 1.0:
+        resampled = max(math.ceil(num_available / rate - _EPS), 1)  # target frames j with j * rate < num_available
+        indices = clip_indices(resampled, num_frames, stride, offset=offset)
+        return [min(int(j * rate + _EPS), num_available - 1) for j in indices]
     span = (num_frames - 1) * stride + 1
     max_start = max(num_available - span, 0)
     if offset == "centre" or offset == (0, 1):
