@@ -3,11 +3,14 @@
 import hydra
 from omegaconf import DictConfig
 
-from vivit.pipeline import train
+from vivit.config import check_config  # no torch: a bad config fails before the seconds of imports below
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    check_config(cfg)
+    from vivit.pipeline import train  # torch, Lightning, timm
+
     metrics = train(cfg)
     return metrics.get("val/acc_top1")  # the value a Hydra sweeper optimises
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 
-from conftest import CONF, compose_config
+from conftest import CONF, ROOT, compose_config
 from vivit.pipeline import build, instantiate_callbacks, instantiate_loggers
 
 GROUPS = [
@@ -104,3 +106,25 @@ def test_invalid_combinations_fail_at_construction(overrides: list[str], message
 def test_unknown_key_fails_at_compose(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="tempral_depth"):
         compose_config(overrides=["model.net.tempral_depth=2"], output_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["trainer.max_epoch=3"], "max_epoch"),  # an unknown key (a typo): Hydra, as it composes
+        (["data.batch_size=sixteen"], "data.batch_size='sixteen': expected a number"),
+        (["model=factorised_self_attention", "model.net.pool=cls"], "set model.net.pool=mean"),
+        (["model=factorised_dot_product", "backbone.num_heads=3", "backbone.embed_dim=48"], "num_heads must be even"),
+        (["data.num_frames=15"], "frames (15) is not divisible"),
+        (["ckpt_path=/no/such.ckpt"], "ckpt_path='/no/such.ckpt' is not a file"),
+    ],
+)
+def test_config_errors_fail_before_torch_is_imported(overrides: list[str], message: str, tmp_path: Path) -> None:
+    """src/train.py runs the checks that need no torch before it imports torch: a mistake in the command
+    fails at once (Hydra's start, not seconds of imports), naming the key or the combination."""
+    args = [str(ROOT / "src" / "train.py"), *overrides, f"hydra.run.dir={tmp_path}"]
+    proc = subprocess.run([sys.executable, "-X", "importtime", *args], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert message in proc.stderr, proc.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert imported and not imported & {"torch", "lightning", "timm"}

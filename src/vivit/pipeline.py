@@ -7,7 +7,6 @@ stored inside its checkpoint and tests it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import netrc
@@ -24,27 +23,13 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from vivit.config import check_override_types, check_resume, hydra_overrides, newest_checkpoint
 from vivit.report import RESULTS_FILE, save_results
 from vivit.training.checkpoint_io import AtomicCheckpointIO
 
 log = logging.getLogger(__name__)
 
 CONFIG_KEY = "vivit_config"  # where a checkpoint keeps the resolved run config
-
-
-def short_name(name: str, limit: int = 120) -> str:
-    """``name`` if it is short enough for a directory name, else its start plus a hash of the whole.
-    A sweep's job directories are named by their overrides (conf/sweep/_sweep.yaml) and must stay
-    stable and distinct across re-runs, but within the file system's 255-byte limit."""
-    if len(name) <= limit:
-        return name
-    return f"{name[: limit - 13]}..{hashlib.sha1(name.encode()).hexdigest()[:11]}"
-
-
-OmegaConf.register_new_resolver("short_name", short_name, replace=True)
-# The launch directory, resolvable before Hydra's runtime config exists (a sweep's directory is
-# resolved then, so paths.* cannot use ${hydra:runtime.cwd}).
-OmegaConf.register_new_resolver("cwd", os.getcwd, replace=True)
 
 
 class SaveConfigInCheckpoint(Callback):
@@ -125,44 +110,6 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule]:
     return datamodule, model
 
 
-# Numbers or booleans by default that also take some text: key -> the text allowed (None: any).
-TEXT_ALLOWED: dict[str, set[str] | None] = {"trainer.devices": None, "trainer.deterministic": {"warn"}}
-
-
-def check_override_types(cfg: DictConfig) -> None:
-    """Fails, naming the key, when a command-line value is text where the config holds a number or a
-    boolean (``data.batch_size=sixteen``), instead of deep inside a constructor or after data preparation.
-    Unknown keys already fail when Hydra composes the config (struct mode)."""
-    from hydra import compose
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-
-    if not (HydraConfig.initialized() and GlobalHydra.instance().is_initialized()):
-        return
-    hydra_cfg = HydraConfig.get()
-    groups = [o for o in hydra_cfg.overrides.task if o.split("=", 1)[0].lstrip("+~") in hydra_cfg.runtime.choices]
-    defaults = compose(hydra_cfg.job.config_name, overrides=groups)
-    for key in hydra_overrides():
-        if key in hydra_cfg.runtime.choices:
-            continue
-        default, value = OmegaConf.select(defaults, key, default=None), OmegaConf.select(cfg, key, default=None)
-        allowed = TEXT_ALLOWED.get(key, set())
-        if (
-            isinstance(default, (bool, int, float))
-            and isinstance(value, str)
-            and allowed is not None
-            and value not in allowed
-        ):
-            kind = "true or false" if isinstance(default, bool) else "a number"
-            raise ValueError(f"{key}={value!r}: expected {kind}, like its default {default!r}")
-
-
-def newest_checkpoint(run_dir: Path) -> Path | None:
-    """The run directory's newest resumable checkpoint: ``checkpoints/last.ckpt`` or a SLURM ``hpc_ckpt_<n>.ckpt``."""
-    found = [p for p in [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")] if p.is_file()]
-    return max(found, key=lambda p: p.stat().st_mtime) if found else None
-
-
 def resume_checkpoint(cfg: DictConfig) -> str | None:
     """The checkpoint that fitting starts from, checked before anything is built.
 
@@ -170,11 +117,10 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
     then that directory too. ``ckpt_path=last``: this run directory's newest checkpoint, or none (the run
     starts from scratch), for jobs that restart themselves in a fixed directory. Otherwise ``ckpt_path``.
     """
+    check_resume(cfg)
     ckpt_path = cfg.get("ckpt_path")
     if cfg.get("resume"):
         path = newest_checkpoint(Path(cfg.resume))
-        if path is None:
-            raise FileNotFoundError(f"resume={cfg.resume}: no checkpoints/last.ckpt or hpc_ckpt_*.ckpt in it")
     elif ckpt_path == "last":
         path = newest_checkpoint(Path(cfg.paths.output_dir))
         if path is None:
@@ -182,8 +128,6 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
             return None
     elif ckpt_path is None or ckpt_path in ("best", "hpc"):
         return ckpt_path
-    elif not Path(ckpt_path).is_file():
-        raise FileNotFoundError(f"ckpt_path={ckpt_path!r} is not a file")
     else:
         path = Path(ckpt_path)
     stored = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get(CONFIG_KEY)
@@ -257,16 +201,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if rank_zero_only.rank == 0:
         save_run_results(cfg, metrics)
     return metrics
-
-
-def hydra_overrides() -> dict[str, str]:
-    """This run's command-line overrides as key -> value (empty outside Hydra)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return {}
-    pairs = (o.split("=", 1) for o in HydraConfig.get().overrides.task if "=" in o)
-    return {k.lstrip("+~"): v for k, v in pairs}
 
 
 def save_run_results(cfg: DictConfig, metrics: dict[str, float]) -> None:

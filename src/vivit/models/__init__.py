@@ -1,4 +1,4 @@
-"""The ViViT family. Imports only torch, einops and timm, so it runs on a bare GPU image."""
+"""The ViViT family. Imports only torch, einops, timm and vivit.rules (plain Python): it runs on a bare GPU image."""
 
 from vivit.models.complexity import count_macs, count_params
 from vivit.models.layers import record_attention

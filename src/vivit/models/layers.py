@@ -16,6 +16,8 @@ from timm.layers import DropPath, Mlp
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from vivit.rules import check_heads, check_split_heads
+
 __all__ = [
     "ATTENTION_BACKENDS",
     "Attention",
@@ -83,8 +85,7 @@ class Attention(nn.Module):
         proj_drop: float = 0.0,
     ) -> None:
         super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"embed_dim={dim} is not divisible by num_heads={num_heads}")
+        check_heads(dim, num_heads)
         self.num_heads = num_heads
         self.attn_drop = attn_drop
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
@@ -122,12 +123,7 @@ class FactorisedDotProductAttention(Attention):
     """
 
     def __init__(self, dim: int, num_heads: int, **kwargs) -> None:
-        if num_heads % 2:
-            raise ValueError(
-                f"factorised_dot_product splits the heads in half between space and time, so "
-                f"num_heads must be even (got num_heads={num_heads}); choose another backbone or "
-                f"set backbone.num_heads"
-            )
+        check_split_heads(num_heads)
         super().__init__(dim, num_heads, **kwargs)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from vivit.rules import check_patches
+
 __all__ = ["TubeletTokeniser", "UniformFrameTokeniser", "VideoTokeniser"]
 
 
@@ -43,20 +45,8 @@ class VideoTokeniser(nn.Module):
         in_chans: int = 3,
     ) -> None:
         super().__init__()
-        if len(video_size) != 3 or len(patch_size) != 3:
-            raise ValueError(
-                f"{type(self).__name__} needs video_size=(T, H, W) and patch_size=(pt, ph, pw), "
-                f"got video_size={list(video_size)} and patch_size={list(patch_size)}"
-            )
+        check_patches(type(self).__name__, video_size, patch_size)
         (T, H, W), (pt, ph, pw) = video_size, patch_size
-        for name, size, patch in (("frames", T, pt), ("height", H, ph), ("width", W, pw)):
-            if patch < 1 or size % patch:
-                raise ValueError(
-                    f"{type(self).__name__}: the clip's {name} ({size}) is not divisible by the "
-                    f"patch size {patch} (video_size={list(video_size)}, patch_size={list(patch_size)}); "
-                    f"change data.num_frames / data.crop_size, or the patch size (backbone.patch_size, "
-                    f"tokeniser.patch_size)"
-                )
         self.embed_dim = embed_dim
         self.video_size = (T, H, W)
         self.patch_size = (pt, ph, pw)

@@ -33,6 +33,7 @@ from torch.utils.checkpoint import checkpoint
 
 from vivit.models.layers import Block, FactorisedDotProductAttention, FactorisedSelfAttentionBlock
 from vivit.models.tokenisers import VideoTokeniser
+from vivit.rules import check_network
 
 __all__ = [
     "FactorisedDotProduct",
@@ -64,8 +65,6 @@ class VideoTransformer(nn.Module):
     (B, C, T, H, W) -> final normalised tokens (B, [1+]n, D).
     """
 
-    pools: tuple[str, ...] = ("cls", "mean")
-
     def __init__(
         self,
         tokeniser: VideoTokeniser,
@@ -84,16 +83,9 @@ class VideoTransformer(nn.Module):
     ) -> None:
         super().__init__()
         name = type(self).__name__
-        if pool not in self.pools:
-            fix = "set model.net.pool=mean" if self.pools == ("mean",) else f"choose one of {list(self.pools)}"
-            raise ValueError(
-                f"{name} supports pool in {list(self.pools)} only, got pool={pool!r}: {fix}"
-                + (" (it has no CLS token, ViViT §3.3)" if self.pools == ("mean",) else "")
-            )
+        check_network(name, embed_dim, num_heads, pool)
         if tokeniser.embed_dim != embed_dim:
             raise ValueError(f"{name}: tokeniser.embed_dim={tokeniser.embed_dim} differs from embed_dim={embed_dim}")
-        if embed_dim % num_heads:
-            raise ValueError(f"{name}: embed_dim={embed_dim} is not divisible by num_heads={num_heads}")
         if num_classes < 1:
             raise ValueError(f"{name}: num_classes must be positive, got {num_classes}")
         self.tokeniser = tokeniser
@@ -184,7 +176,6 @@ class GridTransformer(VideoTransformer):
     Shapes: tokens stay (B, t, s, D) through the blocks; pos_embed (1, n, D); global average pool.
     """
 
-    pools = ("mean",)
     block: Callable[..., nn.Module]  # one block over (B, t, s, D), set by each model
 
     def __init__(

@@ -1,0 +1,120 @@
+"""What a run's config needs before torch is imported: the resolvers that conf/ uses, and the checks that
+fail a bad command line at once, naming the key or the combination.
+
+Imports only Hydra, OmegaConf and ``vivit.rules``: ``src/train.py`` calls :func:`check_config` before it
+imports the pipeline (torch, Lightning, timm: seconds), so a mistake costs no more than Hydra's start.
+Unknown keys fail earlier still, when Hydra composes the config (struct mode).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from vivit.rules import check_network, check_patches
+
+
+def short_name(name: str, limit: int = 120) -> str:
+    """``name`` if it is short enough for a directory name, else its start plus a hash of the whole.
+    A sweep's job directories are named by their overrides (conf/sweep/_sweep.yaml) and must stay
+    stable and distinct across re-runs, but within the file system's 255-byte limit."""
+    if len(name) <= limit:
+        return name
+    return f"{name[: limit - 13]}..{hashlib.sha1(name.encode()).hexdigest()[:11]}"
+
+
+OmegaConf.register_new_resolver("short_name", short_name, replace=True)
+# The launch directory, resolvable before Hydra's runtime config exists (a sweep's directory is
+# resolved then, so paths.* cannot use ${hydra:runtime.cwd}).
+OmegaConf.register_new_resolver("cwd", os.getcwd, replace=True)
+
+# Numbers or booleans by default that also take some text: key -> the text allowed (None: any).
+TEXT_ALLOWED: dict[str, set[str] | None] = {"trainer.devices": None, "trainer.deterministic": {"warn"}}
+
+
+def hydra_overrides() -> dict[str, str]:
+    """This run's command-line overrides as key -> value (empty outside Hydra)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    pairs = (o.split("=", 1) for o in HydraConfig.get().overrides.task if "=" in o)
+    return {k.lstrip("+~"): v for k, v in pairs}
+
+
+def check_override_types(cfg: DictConfig) -> None:
+    """Fails, naming the key, when a command-line value is text where the config holds a number or a
+    boolean (``data.batch_size=sixteen``), instead of deep inside a constructor or after data preparation.
+    The defaults are composed again only when some value is text."""
+    from hydra import compose
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    if not (HydraConfig.initialized() and GlobalHydra.instance().is_initialized()):
+        return
+    hydra_cfg = HydraConfig.get()
+    choices = hydra_cfg.runtime.choices
+    texts = {}  # values given as text, except the text that a key takes
+    for key in hydra_overrides():
+        value, allowed = OmegaConf.select(cfg, key, default=None), TEXT_ALLOWED.get(key, set())
+        if isinstance(value, str) and allowed is not None and value not in allowed and key not in choices:
+            texts[key] = value
+    if not texts:
+        return
+    groups = [o for o in hydra_cfg.overrides.task if o.split("=", 1)[0].lstrip("+~") in choices]
+    defaults = compose(hydra_cfg.job.config_name, overrides=groups)
+    for key, value in texts.items():
+        default = OmegaConf.select(defaults, key, default=None)
+        if isinstance(default, (bool, int, float)):
+            kind = "true or false" if isinstance(default, bool) else "a number"
+            raise ValueError(f"{key}={value!r}: expected {kind}, like its default {default!r}")
+
+
+def check_network_config(cfg: DictConfig) -> None:
+    """The rules of ``vivit.rules`` on ``model.net`` and its tokeniser, as their constructors will apply them.
+    Values that a node leaves out take the constructor's defaults, which keep the rules; values of the wrong
+    type are left to :func:`check_override_types`."""
+    net = OmegaConf.select(cfg, "model.net", default=None)
+    if not isinstance(net, DictConfig) or "_target_" not in net:
+        return
+    embed_dim, num_heads, pool = net.get("embed_dim"), net.get("num_heads"), net.get("pool")
+    if isinstance(embed_dim, int) and isinstance(num_heads, int) and num_heads > 0:
+        check_network(class_name(net), embed_dim, num_heads, pool if isinstance(pool, str) else None)
+    tokeniser = net.get("tokeniser")
+    if isinstance(tokeniser, DictConfig) and "_target_" in tokeniser:
+        sizes = [tokeniser.get("video_size"), tokeniser.get("patch_size")]
+        if all(isinstance(size, ListConfig) and all(isinstance(n, int) for n in size) for size in sizes):
+            check_patches(class_name(tokeniser), *(list(size) for size in sizes))
+
+
+def class_name(node: DictConfig) -> str:
+    """The class that ``node`` instantiates, without its module: ``FactorisedEncoder``."""
+    return node._target_.rsplit(".", 1)[-1]
+
+
+def newest_checkpoint(run_dir: Path) -> Path | None:
+    """The run directory's newest resumable checkpoint: ``checkpoints/last.ckpt`` or a SLURM ``hpc_ckpt_<n>.ckpt``."""
+    found = [p for p in [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")] if p.is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def check_resume(cfg: DictConfig) -> None:
+    """Fails when ``resume=<run dir>`` holds no checkpoint or ``ckpt_path`` names no file
+    (``ckpt_path=last`` may find none: the run then starts from scratch)."""
+    ckpt_path = cfg.get("ckpt_path")
+    if cfg.get("resume"):
+        if newest_checkpoint(Path(cfg.resume)) is None:
+            raise FileNotFoundError(f"resume={cfg.resume}: no checkpoints/last.ckpt or hpc_ckpt_*.ckpt in it")
+    elif ckpt_path not in (None, "last", "best", "hpc") and not Path(ckpt_path).is_file():
+        raise FileNotFoundError(f"ckpt_path={ckpt_path!r} is not a file")
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Every check that needs no torch: the network's rules, the checkpoint to resume, command-line types
+    (the only one that costs a compose, a few tenths of a second)."""
+    check_network_config(cfg)
+    check_resume(cfg)
+    check_override_types(cfg)
