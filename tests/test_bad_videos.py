@@ -49,15 +49,23 @@ def test_training_replaces_a_bad_video_and_lists_it(kind: str, data_dir: Path, t
     assert batch["bad_videos"].item() == len(failed) and batch["bad_files"] == failed
 
 
-def test_training_counts_bad_videos_as_a_metric(tiny_cfg, data_dir: Path, tmp_path: Path, caplog) -> None:
+def test_training_counts_bad_videos_over_the_run(tiny_cfg, data_dir: Path, tmp_path: Path, caplog) -> None:
     root, bad = _spoilt(data_dir, tmp_path, "train", 3)
     datamodule, model = build(tiny_cfg(f"data.root={root}", "data.max_bad_videos=0.1"))  # 3 of 48 are allowed
     trainer = _trainer(max_epochs=1, limit_val_batches=0)
     with caplog.at_level(logging.WARNING):
         trainer.fit(model, datamodule=datamodule)
-    assert trainer.callback_metrics["train/bad_videos"].item() >= 3  # each is read once an epoch, and maybe drawn
+    assert trainer.callback_metrics["train/bad_videos"].item() == 3  # distinct videos: maybe drawn again, counted once
     assert datamodule.bad_files["train"] == set(bad)
     assert any("3 of 48 videos failed to decode" in record.getMessage() for record in caplog.records)
+
+    # the checkpoint holds them (weights_only loads it), and a resumed run goes on from them
+    trainer.save_checkpoint(tmp_path / "last.ckpt")
+    state = torch.load(tmp_path / "last.ckpt", weights_only=True)["VideoDataModule"]
+    assert state == {"bad_files": {"train": sorted(bad)}}
+    resumed, _ = build(tiny_cfg(f"data.root={root}"))
+    resumed.load_state_dict(state)
+    assert resumed.bad_videos("train") == 3 and resumed.bad_videos("val") == 0
 
 
 def test_training_stops_naming_the_files_past_max_bad_videos(tiny_cfg, data_dir: Path, tmp_path: Path) -> None:
@@ -82,7 +90,9 @@ def test_evaluation_can_skip_and_report_bad_videos(tiny_cfg, data_dir: Path, tmp
     with caplog.at_level(logging.WARNING):
         (val,) = trainer.validate(model, datamodule=datamodule)
         (test,) = trainer.test(model, datamodule=datamodule)  # the tiny data's test split is its validation set
+        (again,) = _trainer(limit_val_batches=1).validate(model, datamodule=datamodule)  # 8 of the 9 again
     assert val["val/bad_videos"] == 9 and test["test/bad_videos"] == 9
+    assert again["val/bad_videos"] == 9  # so far in the run, not in the epoch
     assert datamodule.bad_files["val"] == datamodule.bad_files["test"] == set(bad)
     assert any(
         "9 of 24 videos failed to decode and are left out, 15 evaluated" in r.getMessage() for r in caplog.records

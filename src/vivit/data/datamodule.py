@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TypedDict
 
 import torch
+import torch.distributed as dist
 from lightning import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
@@ -293,7 +294,7 @@ class VideoDataModule(LightningDataModule):
             randaugment_magnitude=randaugment_magnitude,
         )  # training only
         self.max_bad_videos, self.skip_bad_eval_videos = max_bad_videos, skip_bad_eval_videos
-        self.bad_files: dict[str, set[str]] = {}  # split -> videos that failed to decode so far, in this process
+        self.bad_files: dict[str, set[str]] = {}  # split -> videos that failed to decode so far in the run
         self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
         self.batch_size, self.num_workers = batch_size, num_workers
         self.test_clips, self.test_crops = test_clips, test_crops
@@ -382,6 +383,26 @@ class VideoDataModule(LightningDataModule):
             split = "train" if trainer.training else "test" if trainer.testing or trainer.predicting else "val"
             self.report_bad_videos(split, batch["bad_files"])
         return batch
+
+    def bad_videos(self, split: str) -> int:
+        """The number of distinct videos of ``split`` that have failed to decode so far in the run.
+
+        Under DDP, every process must call it at the same point (an epoch end): it merges the processes'
+        ``bad_files[split]``, so that all of them then hold, count and limit every process's bad videos.
+        """
+        bad = self.bad_files.setdefault(split, set())
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            gathered: list[list[str] | None] = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, sorted(bad))
+            bad.update(*gathered)
+        return len(bad)
+
+    def state_dict(self) -> dict[str, dict[str, list[str]]]:
+        """The bad videos so far, so that a resumed run goes on counting (and limiting) them."""
+        return {"bad_files": {split: sorted(files) for split, files in self.bad_files.items()}}
+
+    def load_state_dict(self, state: dict[str, dict[str, list[str]]]) -> None:
+        self.bad_files = {split: set(files) for split, files in state.get("bad_files", {}).items()}
 
     def report_bad_videos(self, split: str, files: Sequence[str]) -> None:
         """Adds ``files`` (videos of ``split`` that failed to decode) to the count, logs it, and raises when

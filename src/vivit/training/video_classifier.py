@@ -81,6 +81,10 @@ class VideoClassifier(LightningModule):
     each view once, as ``VideoDataModule``'s test loader gives them; a repeated view is an error.
     ``test/videos`` and ``test/views`` count what was scored.
 
+    With a ``VideoDataModule``, ``<stage>/bad_videos`` (train, val, test) is logged at the end of each
+    epoch: the number of distinct videos of the stage that have failed to decode so far in the run (replaced
+    in training, left out in evaluation), over all processes and across a resume.
+
     Args:
         net: a ViViT variant, (B, C, T, H, W) -> (B, K).
         optimizer: ``optimizer(param_groups)`` -> Optimizer; its ``weight_decay`` applies to
@@ -168,19 +172,21 @@ class VideoClassifier(LightningModule):
         return dict(zip(self.heads, logits.split(list(self.heads.values()), dim=-1)))
 
     def step(self, batch: Mapping[str, Tensor], stage: str) -> Tensor | None:
-        if not self.has_clips(batch, stage):
+        if not self.has_clips(batch):
             return None
         return self.score(self(batch["video"]), batch["label"], stage)
 
-    def has_clips(self, batch: Mapping[str, Tensor], stage: str) -> bool:
-        """Logs ``<stage>/bad_videos``, the videos that failed to decode (replaced in training, left out in
-        evaluation), summed over the epoch; False when every clip of the batch was left out."""
-        if "bad_videos" in batch:
-            bad = batch["bad_videos"].float()
-            self.log(
-                f"{stage}/bad_videos", bad, on_step=False, on_epoch=True, reduce_fx="sum", sync_dist=True, batch_size=1
-            )
+    @staticmethod
+    def has_clips(batch: Mapping[str, Tensor]) -> bool:
+        """False when every clip of the batch was left out (evaluation videos that failed to decode)."""
         return len(batch["label"]) > 0
+
+    def log_bad_videos(self, stage: str) -> None:
+        """Logs ``<stage>/bad_videos``: the distinct videos of the stage that have failed to decode so far in
+        the run, as the data module counts them (see the class docstring). Every process calls it."""
+        datamodule = getattr(self._trainer, "datamodule", None)  # None outside a Trainer
+        if hasattr(datamodule, "bad_videos"):  # the same count on every process: no sync
+            self.log(f"{stage}/bad_videos", float(datamodule.bad_videos(stage)), on_epoch=True, batch_size=1)
 
     def mix_batch(self, video: Tensor, label: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Mixup/CutMix of a training batch: the mixed (B, C, T, H, W) clips and each head's (B, K_h) targets."""
@@ -236,20 +242,26 @@ class VideoClassifier(LightningModule):
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> Tensor | None:
         if self.mix is None:
             return self.step(batch, "train")
-        if not self.has_clips(batch, "train"):
+        if not self.has_clips(batch):
             return None
         video, targets = self.mix_batch(batch["video"], batch["label"])
         return self.score(self(video), batch["label"], "train", targets)  # accuracy: against the unmixed labels
 
+    def on_train_epoch_end(self) -> None:
+        self.log_bad_videos("train")
+
     def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
         self.step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_bad_videos("val")
 
     def on_test_epoch_start(self) -> None:
         self.test_videos = {}
 
     def test_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
         """Adds each view's scores to its video's; the metrics come at the end of the epoch."""
-        if not self.has_clips(batch, "test"):
+        if not self.has_clips(batch):
             return
         scores = self(batch["video"]).detach().float()  # (B, K)
         if self.view_average == "softmax":
@@ -280,6 +292,7 @@ class VideoClassifier(LightningModule):
         self.score(scores.log() if self.view_average == "softmax" else scores, labels, "test")
         self.log("test/videos", float(len(videos)), reduce_fx="sum", sync_dist=True, batch_size=1)
         self.log("test/views", float(counts.sum()), reduce_fx="sum", sync_dist=True, batch_size=1)
+        self.log_bad_videos("test")
 
     def configure_optimizers(self):
         optimizer = fused_on_cuda(self.optimizer_factory, self.device)(param_groups(self.net))
