@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict
@@ -42,6 +44,31 @@ class VideoRecord:
     fps: float | None = None
 
 
+@dataclass(frozen=True)
+class DroppedRow:
+    """An annotation row that a reader left out: its label is not a class, or its video is missing."""
+
+    source: Path  # the annotation file (or folder) of the row
+    name: str  # the row's name, as in VideoRecord
+    file: Path  # the missing video; the annotation file for an unknown label
+    problem: str
+
+
+_dropped_rows: ContextVar[list[DroppedRow] | None] = ContextVar("dropped_rows", default=None)
+
+
+@contextmanager
+def collect_dropped_rows() -> Iterator[list[DroppedRow]]:
+    """Collects the rows that :func:`usable_records` leaves out within the block into the list it yields
+    (they are still logged), for a report of every problem (``vivit.data.check``)."""
+    rows: list[DroppedRow] = []
+    token = _dropped_rows.set(rows)
+    try:
+        yield rows
+    finally:
+        _dropped_rows.reset(token)
+
+
 def usable_records(
     records: Sequence[VideoRecord], unknown: Sequence[tuple[str, str]], source: Path, root: Path
 ) -> list[VideoRecord]:
@@ -49,7 +76,8 @@ def usable_records(
 
     ``unknown`` holds ``(row name, label)`` for the rows whose label is not a class of the dataset. Those
     and the rows whose video is missing are logged, with a count and the first names, and left out; the
-    split goes on without them. Raises, naming ``source`` and ``root``, when no row is left.
+    split goes on without them. Raises, naming ``source`` and ``root``, when no row is left. Within
+    :func:`collect_dropped_rows`, the rows left out are also collected.
     """
     exists: dict[Path, bool] = {}
     kept, missing = [], []
@@ -58,6 +86,9 @@ def usable_records(
             exists[record.path] = record.path.exists()  # a video file or a folder of frames
         (kept if exists[record.path] else missing).append(record)
     total = len(records) + len(unknown)
+    if (dropped := _dropped_rows.get()) is not None:
+        dropped += [DroppedRow(source, name, source, f"label {label!r} is not a class") for name, label in unknown]
+        dropped += [DroppedRow(source, r.name, r.path, "video is missing") for r in missing]
     if unknown:
         first = ", ".join(f"{name} ({label!r})" for name, label in unknown[:5])
         log.warning(
@@ -314,14 +345,20 @@ class VideoDataModule(LightningDataModule):
         if self.generate is not None:
             self.generate(self.root)
 
+    def check_class_counts(self) -> None:
+        """Raises when the dataset's class counts (``classes(root)``) differ from ``heads``."""
+        if self.classes is None:
+            return
+        for head, names in self.class_names.items():
+            if len(names) != self.heads[head]:
+                raise ValueError(
+                    f"data.heads.{head}={self.heads[head]}, but the dataset under {self.root} has "
+                    f"{len(names)} {head} classes: set data.heads and data.num_classes to match"
+                )
+
     def setup(self, stage: str | None = None) -> None:
-        if self.classes is not None and not self.datasets:
-            for head, names in self.class_names.items():
-                if len(names) != self.heads[head]:
-                    raise ValueError(
-                        f"data.heads.{head}={self.heads[head]}, but the dataset under {self.root} has "
-                        f"{len(names)} {head} classes: set data.heads and data.num_classes to match"
-                    )
+        if not self.datasets:
+            self.check_class_counts()
         splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
         for split in splits[stage] if stage else ("train", "val", "test"):
             if split in self.datasets:

@@ -8,6 +8,17 @@ from typing import Literal
 _EPS = 1e-6  # rate arithmetic: 30/25 * 5 must give frame 6, not 5.999...
 
 
+def clip_span(num_frames: int, stride: int) -> int:
+    """Frames spanned by ``num_frames`` frames ``stride`` apart; a shorter segment loops (:func:`clip_indices`)."""
+    return (num_frames - 1) * stride + 1
+
+
+def resampled_length(num_available: int, rate: float) -> int:
+    """Frames of a segment of ``num_available`` native frames at the target rate (``rate``: as in :func:`clip_indices`):
+    the target frames j with j * rate < num_available."""
+    return num_available if rate == 1.0 else max(math.ceil(num_available / rate - _EPS), 1)
+
+
 def clip_indices(
     num_available: int,
     num_frames: int,
@@ -36,10 +47,9 @@ def clip_indices(
             f"{stride}, {rate}"
         )
     if rate != 1.0:
-        resampled = max(math.ceil(num_available / rate - _EPS), 1)  # target frames j with j * rate < num_available
-        indices = clip_indices(resampled, num_frames, stride, offset=offset)
+        indices = clip_indices(resampled_length(num_available, rate), num_frames, stride, offset=offset)
         return [min(int(j * rate + _EPS), num_available - 1) for j in indices]
-    span = (num_frames - 1) * stride + 1
+    span = clip_span(num_frames, stride)
     max_start = max(num_available - span, 0)
     if offset == "centre" or offset == (0, 1):
         start = max_start // 2
