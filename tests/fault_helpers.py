@@ -33,3 +33,14 @@ class PoisonBatch(Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_step == self.step:
             batch["video"].fill_(float("nan"))
+
+
+class CrashAt(Callback):
+    """Raises at the start of training step ``step``, as a crash would."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            raise RuntimeError(f"crashed at step {self.step}")

@@ -3,6 +3,7 @@ losses, the same training on one and two processes, and config errors that fail 
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -71,6 +72,13 @@ def assert_same_run(run_dir: Path, reference: Path) -> None:
     metrics = [k for k in theirs if k.startswith(("train/", "val/", "test/")) and "per_s" not in k]
     assert {"train/loss", "val/loss", "val/acc_top1", "test/loss"} <= set(metrics)
     assert {k: ours[k] for k in metrics} == {k: theirs[k] for k in metrics}
+    assert csv_rows(run_dir / "csv" / "metrics.csv") == csv_rows(reference / "csv" / "metrics.csv")
+
+
+def csv_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV log, without the wall-clock speed (train/clips_per_s)."""
+    with path.open(newline="") as file:
+        return [{k: v for k, v in row.items() if "per_s" not in k} for row in csv.DictReader(file)]
 
 
 @pytest.mark.slow
@@ -117,6 +125,27 @@ def test_one_and_two_processes_train_alike(tiny_cfg, tmp_path: Path) -> None:
         assert two[key] == pytest.approx(one[key], rel=1e-5, abs=1e-6), key
     for key, value in torch.load(two_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"].items():
         torch.testing.assert_close(value, weights[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_resumed_run_continues_its_csv_log(tiny_cfg, tmp_path: Path) -> None:
+    """A run that crashes two steps after its step-8 checkpoint and is resumed (ckpt_path=last) ends with the
+    CSV log of an uninterrupted run: one file, the first part's rows kept, the steps logged after the
+    checkpoint not twice, and the columns that only the resumed part logs (test/) in the header."""
+    run = ["trainer.max_epochs=2", "trainer.deterministic=true", "trainer.log_every_n_steps=1",
+           "callbacks.fault_tolerance.every_n_train_steps=4", "callbacks.progress_bar.refresh_rate=0"]  # fmt: skip
+    train(tiny_cfg(*run))
+    cfg = tiny_cfg(*run, "+callbacks.crash._target_=fault_helpers.CrashAt", "+callbacks.crash.step=10")
+    cfg.paths.output_dir = str(tmp_path / "resumed")
+    with pytest.raises(RuntimeError, match="crashed at step 10"):
+        train(cfg)
+    log = tmp_path / "resumed" / "csv" / "metrics.csv"
+    assert max(int(row["step"]) for row in csv_rows(log)) > 8  # rows from after the checkpoint
+    cfg = tiny_cfg(*run, "ckpt_path=last")
+    cfg.paths.output_dir = str(tmp_path / "resumed")
+    train(cfg)
+    assert [p.name for p in log.parent.iterdir() if p.suffix == ".csv"] == ["metrics.csv"]
+    assert "test/loss" in csv_rows(log)[0]
+    assert csv_rows(log) == csv_rows(tmp_path / "csv" / "metrics.csv")
 
 
 class Draws(Dataset):
