@@ -15,6 +15,7 @@ from vivit.data import VideoDecodeError, read_epic_kitchens_100
 from vivit.data.datamodule import VideoClipDataset, collate_clips
 from vivit.data.transforms import clip_transform
 from vivit.pipeline import build
+from vivit.training.video_classifier import MarkedCount
 
 KINDS = ("truncated", "empty", "no_video")
 
@@ -65,7 +66,17 @@ def test_training_counts_bad_videos_over_the_run(tiny_cfg, data_dir: Path, tmp_p
     assert state == {"bad_files": {"train": sorted(bad)}}
     resumed, _ = build(tiny_cfg(f"data.root={root}"))
     resumed.load_state_dict(state)
-    assert resumed.bad_videos("train") == 3 and resumed.bad_videos("val") == 0
+    assert resumed.bad_files == {"train": set(bad)}
+    resumed.setup("fit")
+    assert resumed.bad_video_marks("train").sum() == 3 and resumed.bad_video_marks("val").sum() == 0
+
+
+def test_bad_video_count_is_the_union_of_marks() -> None:
+    """The epoch-end count: a video marked in any update (any process, after the max-reduce) counts once."""
+    count = MarkedCount()
+    count.update(torch.tensor([1.0, 0.0, 0.0, 1.0]))
+    count.update(torch.tensor([1.0, 1.0, 0.0, 0.0]))
+    assert count.compute() == 3
 
 
 def test_training_stops_naming_the_files_past_max_bad_videos(tiny_cfg, data_dir: Path, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -65,6 +66,33 @@ def test_invalid_combination_fails_fast_with_its_name(data_dir: Path, tmp_path: 
     assert proc.returncode != 0
     assert "pool=mean" in proc.stderr and "FactorisedSelfAttention" in proc.stderr
     assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_ddp_multirun_runs_each_job_once_in_its_directory(data_dir: Path, tmp_path: Path) -> None:
+    """-m with trainer=ddp: Lightning starts rank 1 from the command line, which would be the whole sweep.
+    Each job must run once, on two processes, with both ranks' logs in that job's directory."""
+    proc = run_train(
+        "model=spatiotemporal,factorised_encoder",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.precision=32-true",
+        "debug=fdr",
+        f"paths.data_dir={data_dir}",
+        f"paths.log_dir={tmp_path}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        multirun=True,
+    )
+    sweep = tmp_path / "sweep"
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert jobs == ["0", "1"], jobs
+    for job in jobs:
+        results = json.loads((sweep / job / "results.json").read_text())
+        assert results["axes"]["model"] == ["spatiotemporal", "factorised_encoder"][int(job)]
+        log = (sweep / job / "train.log").read_text()  # both ranks log here
+        assert log.count("x 2 processes") == 2 and "GLOBAL_RANK: 1" in log
+    assert proc.stdout.splitlines().count("Summary") == 2  # rank 0 of each job, once
 
 
 @pytest.mark.slow

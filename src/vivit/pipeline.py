@@ -11,6 +11,9 @@ import json
 import logging
 import netrc
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -73,11 +76,17 @@ def instantiate_loggers(cfg: DictConfig | None, axes: dict[str, Any] | None = No
     return loggers
 
 
+SWEEP_GROUP_ENV = "VIVIT_SWEEP_GROUP"  # the sweep name, for a multirun job run in a child process
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
 def sweep_name() -> str | None:
     """The multirun's directory name (shared by all its jobs), or None for a single run."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    if os.environ.get(SWEEP_GROUP_ENV):
+        return os.environ[SWEEP_GROUP_ENV]
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return None
     return Path(HydraConfig.get().sweep.dir).name
@@ -137,17 +146,90 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
     return str(path)
 
 
+def finished_metrics(run_dir: Path) -> dict[str, float] | None:
+    """The metrics stored in a finished run's ``results.json``, or None when the run has not finished."""
+    done = run_dir / RESULTS_FILE
+    if not done.is_file():
+        return None
+    return {k: v for k, v in json.loads(done.read_text()).items() if isinstance(v, float)}
+
+
+# Strategies whose launcher starts the other processes by running the command line again.
+RELAUNCHING_STRATEGIES = ("ddp", "ddp_find_unused_parameters_true", "ddp_find_unused_parameters_false", "fsdp")
+
+
+def multirun_job_launches_processes(cfg: DictConfig) -> bool:
+    """True for a multirun job whose trainer would start its other processes by re-running the command.
+
+    Lightning builds their command from ``sys.argv``, which in a multirun is the whole sweep: every
+    extra process would run all of the sweep's jobs. Processes that a cluster starts (SLURM tasks,
+    torchrun) and ``ddp_spawn`` are not affected.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return False
+    if "LOCAL_RANK" in os.environ or SLURMEnvironment.detect() or TorchElasticEnvironment.detect():
+        return False
+    return cfg.trainer.get("strategy") in RELAUNCHING_STRATEGIES and cfg.trainer.get("devices") != 1
+
+
+def run_job_in_subprocess(cfg: DictConfig) -> dict[str, float]:
+    """Runs this multirun job as a single run of its own, in a child process, and returns its metrics.
+
+    The child gets only this job's overrides, in run mode, with this job's directory as its run
+    directory, so the processes its trainer starts (from the child's command line) run this job, once,
+    in this directory. SIGTERM and SIGUSR1 are passed on to it (preemption saves a checkpoint there).
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import get_original_cwd
+
+    hydra_cfg = HydraConfig.get()
+    out = hydra_cfg.runtime.output_dir
+    command = [
+        sys.executable,
+        os.path.join(get_original_cwd(), sys.argv[0]),
+        *hydra_cfg.overrides.task,
+        "hydra.mode=RUN",
+        f"hydra.run.dir={out}",
+        "hydra.output_subdir=null",  # this job's .hydra/ is already written
+    ]
+    log.info("multirun job with %s: running it in a child process: %s", cfg.trainer.strategy, " ".join(command))
+    env = {**os.environ, SWEEP_GROUP_ENV: sweep_name() or ""}
+    child = subprocess.Popen(command, cwd=get_original_cwd(), env=env)
+    forward = {sig: signal.signal(sig, lambda signum, _: child.send_signal(signum)) for sig in FORWARDED_SIGNALS}
+    try:
+        code = child.wait()
+    finally:
+        for sig, handler in forward.items():
+            signal.signal(sig, handler)
+    if code != 0:
+        if code == 143:
+            raise SystemExit(143)  # preempted: the checkpoint is in the job directory, a re-run resumes it
+        raise RuntimeError(f"the job in {out} failed (exit code {code}): see its log there")
+    metrics = finished_metrics(Path(out))
+    if metrics is None:
+        raise RuntimeError(f"the job in {out} finished without writing {RESULTS_FILE}")
+    return metrics
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit and test one run; returns the final metrics (validation and test).
 
     A run whose directory already holds ``results.json`` has finished: it is skipped and its stored
     metrics are returned (so re-running a sweep, whose job directories are stable, skips its done jobs).
+    A multirun job that trains on several processes runs in a child process
+    (:func:`run_job_in_subprocess`).
     """
-    done = Path(cfg.paths.output_dir) / RESULTS_FILE
-    if done.is_file():
-        log.info("%s exists: this run has finished, skipping it", done)
-        return {k: v for k, v in json.loads(done.read_text()).items() if isinstance(v, float)}
+    metrics = finished_metrics(Path(cfg.paths.output_dir))
+    if metrics is not None:
+        log.info("%s exists: this run has finished, skipping it", Path(cfg.paths.output_dir) / RESULTS_FILE)
+        return metrics
     check_override_types(cfg)
+    if multirun_job_launches_processes(cfg):
+        return run_job_in_subprocess(cfg)
     ckpt_path = resume_checkpoint(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import TypedDict
 
 import torch
-import torch.distributed as dist
 from lightning import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
@@ -421,18 +420,12 @@ class VideoDataModule(LightningDataModule):
             self.report_bad_videos(split, batch["bad_files"])
         return batch
 
-    def bad_videos(self, split: str) -> int:
-        """The number of distinct videos of ``split`` that have failed to decode so far in the run.
-
-        Under DDP, every process must call it at the same point (an epoch end): it merges the processes'
-        ``bad_files[split]``, so that all of them then hold, count and limit every process's bad videos.
-        """
-        bad = self.bad_files.setdefault(split, set())
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            gathered: list[list[str] | None] = [None] * dist.get_world_size()
-            dist.all_gather_object(gathered, sorted(bad))
-            bad.update(*gathered)
-        return len(bad)
+    def bad_video_marks(self, split: str) -> Tensor:
+        """(N,) float: 1 for each of the split's N distinct videos (sorted by path) that has failed to decode
+        in this process so far in the run, else 0. The classifier takes the maximum over processes."""
+        videos = sorted({str(record.path) for record in self.datasets[split].records})
+        bad = self.bad_files.get(split, set())
+        return torch.tensor([float(video in bad) for video in videos])
 
     def state_dict(self) -> dict[str, dict[str, list[str]]]:
         """The bad videos so far, so that a resumed run goes on counting (and limiting) them."""

@@ -18,7 +18,7 @@ from lightning import LightningModule
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
-from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics import MeanMetric, Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 from torchvision import tv_tensors
 from torchvision.transforms import v2
@@ -63,6 +63,22 @@ class VideoViews:
     label: Tensor  # () or (heads,)
     total: Tensor  # (K,) sum of the views' scores
     views: set[int] = field(default_factory=set)
+
+
+class MarkedCount(Metric):
+    """How many of N items are marked in any process: the sum of the element-wise maximum of (N,) marks."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("marks", torch.zeros(0), dist_reduce_fx="max")
+
+    def update(self, marks: Tensor) -> None:
+        self.marks = marks if self.marks.shape != marks.shape else torch.maximum(self.marks, marks)
+
+    def compute(self) -> Tensor:
+        return self.marks.sum()
 
 
 class VideoClassifier(LightningModule):
@@ -152,6 +168,7 @@ class VideoClassifier(LightningModule):
         # One metric set and one mean loss per stage ("train" itself is taken by nn.Module.train).
         self.train_metrics, self.val_metrics, self.test_metrics = (self.make_metrics() for _ in range(3))
         self.train_loss, self.val_loss, self.test_loss = (MeanMetric() for _ in range(3))
+        self.train_bad_videos, self.val_bad_videos, self.test_bad_videos = (MarkedCount() for _ in range(3))
 
     def make_metrics(self) -> MetricCollection:
         metrics: dict[str, nn.Module] = {}
@@ -183,10 +200,13 @@ class VideoClassifier(LightningModule):
 
     def log_bad_videos(self, stage: str) -> None:
         """Logs ``<stage>/bad_videos``: the distinct videos of the stage that have failed to decode so far in
-        the run, as the data module counts them (see the class docstring). Every process calls it."""
+        the run, in any process (see the class docstring). The processes' marks are merged when Lightning
+        syncs the metric, in the order it syncs the others: no collective of its own in an epoch-end hook."""
         datamodule = getattr(self._trainer, "datamodule", None)  # None outside a Trainer
-        if hasattr(datamodule, "bad_videos"):  # the same count on every process: no sync
-            self.log(f"{stage}/bad_videos", float(datamodule.bad_videos(stage)), on_epoch=True, batch_size=1)
+        if hasattr(datamodule, "bad_video_marks"):
+            metric = getattr(self, f"{stage}_bad_videos")
+            metric.update(datamodule.bad_video_marks(stage).to(self.device))
+            self.log(f"{stage}/bad_videos", metric, on_step=False, on_epoch=True)
 
     def mix_batch(self, video: Tensor, label: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Mixup/CutMix of a training batch: the mixed (B, C, T, H, W) clips and each head's (B, K_h) targets."""
