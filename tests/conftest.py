@@ -74,8 +74,15 @@ def tiny_cfg(data_dir: Path, tmp_path: Path):
 
 def write_bad_video(path: Path, kind: str, good: Path) -> None:
     """A video file that cannot be decoded: ``truncated`` (a third of ``good``), ``empty`` (zero bytes),
-    ``random`` (noise) or ``no_video`` (an MP4 with only an audio stream)."""
+    ``random`` (noise), ``no_video`` (an MP4 with only an audio stream) or ``no_frames`` (a video stream
+    without a single packet: give ``path`` an .avi suffix, since an MP4 drops such a stream)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "no_frames":
+        with av.open(str(path), "w") as container:
+            stream = container.add_stream("mpeg4", rate=12)
+            stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+            container.start_encoding()  # writes the header
+        return
     if kind == "no_video":
         with av.open(str(path), "w", format="mp4") as container:
             stream = container.add_stream("aac", rate=8000)

@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 from hydra.utils import instantiate
@@ -41,11 +40,6 @@ def custom(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if kind == "gap":  # a folder of JPEG frames without its frame 5
             _write_frames(root / name, _ramp())
             (root / name / "frame_0000000006.jpg").unlink()
-        elif kind == "no_frames":  # a video stream without a single packet (an MP4 would drop the stream)
-            with av.open(str(root / name), "w", format="avi") as container:
-                stream = container.add_stream("mpeg4", rate=12)
-                stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
-                container.start_encoding()  # writes the header
         else:
             write_bad_video(root / name, kind, root / "clips/cat/a.mp4")
     write_video(root / "bad/short.mp4", np.zeros((4, 32, 32, 3), dtype=np.uint8), 30)
