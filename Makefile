@@ -30,7 +30,7 @@ train: install  ## the main job: a small factorised encoder on the built-in data
 test: install  ## the fast test suite (under ~15 minutes on 2 cores)
 	$(PY) -m pytest -m "not slow" $(ARGS)
 
-test-slow: install  ## the tests marked slow (DDP, kill-and-resume, signals, W&B offline)
+test-slow: install  ## the tests marked slow (DDP, kill-and-resume, signals, W&B offline, submitit)
 	$(PY) -m pytest -m slow $(ARGS)
 
 test-all: install  ## every test

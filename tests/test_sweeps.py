@@ -7,11 +7,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
 
-from conftest import ROOT, TINY_DATA, TINY_NET
+from conftest import CONF, ROOT, TINY_DATA, TINY_NET
 
 
 def run_train(
@@ -141,3 +142,66 @@ def test_named_sweep_skips_finished_jobs_and_reports(data_dir: Path, tmp_path: P
     params = [float(r[4]) for r in rows]
     assert params[1] > params[0]  # two temporal layers add parameters
     assert (sweep / "report.png").stat().st_size > 0
+
+
+def test_slurm_launcher_submits_one_task_per_device_with_lightnings_requeue(tmp_path: Path, monkeypatch) -> None:
+    """hydra/launcher=slurm (conf/hydra/launcher/slurm.yaml): the launcher's fields follow the trainer, and
+    the sbatch script it would submit asks SLURM for SIGUSR1 before the time limit (Lightning's requeue
+    signal, not submitit's SIGUSR2) and allows requeueing. Built by the plugin as on a cluster, not submitted."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+    from submitit.slurm.slurm import SlurmExecutor
+
+    overrides = ["sweep=table2_model_variants", "hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4"]
+    overrides += ["trainer.num_nodes=2", "hydra.launcher.partition=gpu", f"paths.log_dir={tmp_path}"]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    monkeypatch.setattr(HydraConfig.instance(), "cfg", None)  # the previous one comes back after the test
+    HydraConfig.instance().set_config(cfg)
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    sweep = tmp_path / "train" / "sweeps" / "table2_model_variants"
+    assert launcher["submitit_folder"] == f"{sweep}/.submitit/%j"
+    assert (launcher["nodes"], launcher["tasks_per_node"], launcher["gpus_per_node"]) == (2, 4, 4)
+    assert launcher["max_num_timeout"] == 0  # submitit's own requeue stays off
+
+    scripts = []
+
+    def submit(executor: SlurmExecutor, submissions: list) -> list:
+        scripts.append(executor._make_submission_file_text(executor._submitit_command_str, "uid"))
+        return [SimpleNamespace(results=lambda: [None]) for _ in submissions]
+
+    monkeypatch.setattr(SlurmExecutor, "affinity", classmethod(lambda cls: 2))  # as if srun were here
+    monkeypatch.setattr(SlurmExecutor, "_internal_process_submissions", submit)
+    plugin = instantiate(cfg.hydra.launcher)
+    plugin.config = cfg  # what Hydra's setup() gives it
+    assert plugin.launch([["model=spatiotemporal"], ["model=factorised_encoder"]], initial_job_idx=0) == [None, None]
+    lines = set(scripts[0].splitlines())
+    expected = ["--signal=USR1@120", "--requeue", "--nodes=2", "--ntasks-per-node=4", "--gpus-per-node=4"]
+    expected += ["--cpus-per-task=10", "--partition=gpu", "--time=1440"]
+    assert {f"#SBATCH {flag}" for flag in expected} <= lines, scripts[0]
+    assert f"#SBATCH --output={sweep}/.submitit/%j/%j_0_log.out" in lines
+
+
+@pytest.mark.slow
+def test_submitit_local_launcher_runs_each_job(data_dir: Path, tmp_path: Path) -> None:
+    """hydra/launcher=submitit_local: the jobs are pickled and run by submitit, in processes of their own
+    (as on SLURM, without the cluster), each writing its own results."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    run_train(
+        "hydra/launcher=submitit_local",
+        "model=spatiotemporal,factorised_encoder",
+        "debug=fdr",
+        f"paths.data_dir={data_dir}",
+        f"paths.log_dir={tmp_path}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        multirun=True,
+    )
+    sweep = tmp_path / "sweep"
+    for job, model in enumerate(["spatiotemporal", "factorised_encoder"]):
+        assert json.loads((sweep / str(job) / "results.json").read_text())["axes"]["model"] == model
+    assert len(list((sweep / ".submitit").glob("*/*_result.pkl"))) == 2  # submitit ran both
