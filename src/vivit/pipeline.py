@@ -154,6 +154,7 @@ def finished_metrics(run_dir: Path) -> dict[str, float] | None:
     return {k: v for k, v in json.loads(done.read_text()).items() if isinstance(v, float)}
 
 
+TRAIN_SCRIPT = Path(__file__).resolve().parents[1] / "train.py"  # src/train.py, beside the package
 # Strategies whose launcher starts the other processes by running the command line again.
 RELAUNCHING_STRATEGIES = ("ddp", "ddp_find_unused_parameters_true", "ddp_find_unused_parameters_false", "fsdp")
 
@@ -190,7 +191,7 @@ def run_job_in_subprocess(cfg: DictConfig) -> dict[str, float]:
     out = hydra_cfg.runtime.output_dir
     command = [
         sys.executable,
-        os.path.join(get_original_cwd(), sys.argv[0]),
+        str(TRAIN_SCRIPT),  # not sys.argv[0]: under a launcher such as submitit's, that is the launcher's
         *hydra_cfg.overrides.task,
         "hydra.mode=RUN",
         f"hydra.run.dir={out}",
