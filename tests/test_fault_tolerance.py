@@ -39,13 +39,13 @@ def finish(proc: subprocess.Popen, run_dir: Path) -> int:
     return code
 
 
-def pause_and(run_dir: Path, data_dir: Path, send: signal.Signals) -> subprocess.Popen:
+def pause_and(run_dir: Path, data_dir: Path, send: signal.Signals, *args: str) -> subprocess.Popen:
     """Starts a run in ``run_dir``, waits until it pauses at the start of step 9 (epoch 1, batch 3; its last
     checkpoint is from step 8) and sends it ``send``."""
     marker = run_dir.parent / f"{run_dir.name}.paused"
     proc = start_train(run_dir, f"paths.data_dir={data_dir}", f"hydra.run.dir={run_dir}",
                        "+callbacks.pause._target_=fault_helpers.PauseAt", "+callbacks.pause.step=9",
-                       f"+callbacks.pause.marker={marker}")  # fmt: skip
+                       f"+callbacks.pause.marker={marker}", *args)  # fmt: skip
     deadline = time.monotonic() + 300
     while not marker.exists():
         assert proc.poll() is None and time.monotonic() < deadline, "the run ended before pausing"
@@ -104,6 +104,23 @@ def test_stop_signal_saves_exits_and_resumes_exactly(send: signal.Signals, refer
     proc = start_train(run_dir, f"paths.data_dir={data_dir}", f"hydra.run.dir={run_dir}", "ckpt_path=last")
     finish(proc, run_dir)
     assert_same_run(run_dir, reference)
+
+
+@pytest.mark.slow
+def test_stop_signal_under_ddp_saves_once_on_every_rank_and_resumes(data_dir: Path, tmp_path: Path) -> None:
+    """SIGTERM to the main process of a 2-process ddp run (Lightning passes it on to rank 1): both ranks save
+    the same step's checkpoint together, exit cleanly, and the run resumes to the end from it."""
+    run_dir = tmp_path / "ddp"
+    ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]
+    ddp += ["data.batch_size=4"]  # the global batch of 8: 6 steps per epoch, as on one process
+    proc = pause_and(run_dir, data_dir, signal.SIGTERM, *ddp)
+    assert proc.wait(timeout=240) == 143
+    output = (run_dir.parent / f"{run_dir.name}.out").read_text()
+    assert "Traceback" not in output and output.count("the run received a stop signal: saved") == 2  # 2 ranks
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 10
+    finish(start_train(run_dir, f"paths.data_dir={data_dir}", f"resume={run_dir}", *ddp), run_dir)
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 18
+    assert "test/acc_top1" in json.loads((run_dir / "results.json").read_text())
 
 
 @pytest.mark.slow
