@@ -10,6 +10,7 @@ import torch
 
 from conftest import compose_config
 from vivit.pipeline import CONFIG_KEY, build, evaluate, train
+from vivit.report import RESULTS_FILE
 
 
 @pytest.mark.parametrize(
@@ -64,6 +65,10 @@ def test_checkpoint_carries_config_and_evaluates(tiny_cfg, tmp_path: Path) -> No
     multiview = evaluate(compose_config("eval", [f"ckpt_path={ckpts[-1]}", *views], tmp_path / "multiview"))
     assert multiview["test/videos"] == 24 and multiview["test/views"] == 24 * 6  # the whole tiny test split
     assert 0 <= multiview["test/acc_top1"] <= 1 and multiview["test/loss"] > 0
+    # each evaluation's results.json (for src/report.py over evaluations) is in its own directory, not the run's
+    results = {d: json.loads((tmp_path / d / RESULTS_FILE).read_text()) for d in ("", "eval", "multiview")}
+    assert [results[d]["test/views"] for d in ("", "eval", "multiview")] == [16, 16, 144]
+    assert results["multiview"]["gflops"] == results[""]["gflops"] > 0
 
 
 @pytest.mark.slow  # two spawned processes: about a minute on 2 cores

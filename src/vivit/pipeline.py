@@ -286,12 +286,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-def save_run_results(cfg: DictConfig, metrics: dict[str, float]) -> None:
-    """``<run dir>/results.json`` for reports: axes, overrides, metrics, params, GFLOPs, throughput."""
+def save_run_results(cfg: DictConfig, metrics: dict[str, float], out: str | Path | None = None) -> None:
+    """``<out>/results.json`` for reports (``out``: the run directory by default): axes, overrides, metrics,
+    params, GFLOPs, throughput. ``cfg`` is the run config that built the model."""
     with torch.device("meta"):  # counted without memory or compute
         net = instantiate(cfg.model.net)
     video_shape = (net.tokeniser.in_chans, *net.tokeniser.video_size)
-    path = Path(cfg.paths.output_dir) / RESULTS_FILE
+    path = Path(out or cfg.paths.output_dir) / RESULTS_FILE
     save_results(path, net, video_shape, metrics, axes=run_axes(cfg), overrides=hydra_overrides())
 
 
@@ -330,6 +331,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     trainer.test(model, datamodule=datamodule, ckpt_path=str(path), weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     summarise(trainer, metrics, str(path))
+    if rank_zero_only.rank == 0:  # in the evaluation's directory: `-m data.test_clips=1,2,4` is a sweep to report
+        save_run_results(run_cfg, metrics, out=cfg.paths.output_dir)
     return metrics
 
 
