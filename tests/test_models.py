@@ -81,6 +81,38 @@ def test_central_frame_tubelet_equals_uniform_frame_sampling() -> None:
         torch.testing.assert_close(tubelet(video), uniform(video))
 
 
+@pytest.mark.parametrize("temporal_depth", [0, 1])
+def test_factorised_encoder_sees_frame_order_only_with_temporal_layers(temporal_depth: int) -> None:
+    """Uniform frames played backwards: the temporal encoder's output changes; the average pool's cannot."""
+    torch.manual_seed(0)
+    net = tiny("factorised_encoder", "uniform_frame", temporal_depth=temporal_depth).eval()
+    video = torch.randn(B, C, T // 2, H, W).repeat_interleave(2, dim=2)  # pt = 2: each sampled frame twice
+
+    def pooled(video: torch.Tensor) -> torch.Tensor:  # what the classifier reads, (B, D), of unit scale
+        features = net.forward_features(video)
+        return features.mean(dim=1) if temporal_depth == 0 else net.pool_tokens(features)
+
+    with torch.no_grad():
+        frames, reversed_frames = net.forward_spatial(video), net.forward_spatial(video.flip(2))
+        torch.testing.assert_close(reversed_frames, frames.flip(1))  # the same frames, in reverse order
+        change = (pooled(video) - pooled(video.flip(2))).abs().max().item()
+    assert change > 1e-5 if temporal_depth else change < 1e-6  # at initialisation: ~5e-4 vs exactly 0
+
+
+def test_temporal_pos_std_sets_the_temporal_positional_embedding_scale() -> None:
+    torch.manual_seed(0)
+    tok = UniformFrameTokeniser(embed_dim=64, video_size=(64, 8, 8), patch_size=(2, 8, 8))  # 32 frames
+
+    def build(**kwargs) -> FactorisedEncoder:
+        return FactorisedEncoder(tok, 5, embed_dim=64, depth=1, num_heads=2, temporal_depth=1, **kwargs)
+
+    for std, net in ((0.02, build()), (0.02, build(temporal_pos_std=0.02)), (1.0, build(temporal_pos_std=1.0))):
+        assert net.temporal.pos_embed.std().item() == pytest.approx(std, rel=0.2)  # default: the official 0.02
+        assert net.pos_embed.std().item() == pytest.approx(0.02, rel=0.2)  # the spatial one keeps 0.02
+    with pytest.raises(ValueError, match="temporal_pos_std"):
+        FactorisedEncoder(tok, 5, embed_dim=64, depth=1, num_heads=2, temporal_pos_std=-1.0)
+
+
 def test_factorised_dot_product_has_model_1_parameters() -> None:
     m1 = tiny("spatiotemporal", "tubelet", pool="mean")
     m4 = tiny("factorised_dot_product", "tubelet")

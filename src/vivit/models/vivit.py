@@ -236,6 +236,11 @@ class FactorisedEncoder(VideoTransformer):
     embedding of shape (1, 1+t, D)) runs over H = [h_1 … h_t]. With ``temporal_depth=0`` there is
     no temporal encoder: the frame embeddings are averaged (the paper's average-pool baseline).
 
+    ``temporal_pos_std``: the temporal positional embedding starts ~ TruncNormal(temporal_pos_std);
+    0.02 as every other embedding (the official code). The frames it is added to come out of the
+    spatial encoder's LayerNorm, with components of order 0.3–1, so at 0.02 frame order is nearly
+    invisible to a temporal encoder trained from scratch; 1.0 lets it learn order far sooner.
+
     Shapes: tokens (B, t, s, D) -> (B·t, 1+s, D) -> frames (B, t, D) -> (B, 1+t, D).
     """
 
@@ -246,11 +251,15 @@ class FactorisedEncoder(VideoTransformer):
         depth: int = 12,
         temporal_depth: int = 4,
         drop_path_rate: float = 0.0,
+        temporal_pos_std: float = 0.02,
         **kwargs,
     ) -> None:
         super().__init__(tokeniser, num_classes, depth=depth, drop_path_rate=drop_path_rate, **kwargs)
         if temporal_depth < 0:
             raise ValueError(f"FactorisedEncoder: temporal_depth must be >= 0, got {temporal_depth}")
+        if temporal_pos_std < 0:
+            raise ValueError(f"FactorisedEncoder: temporal_pos_std must be >= 0, got {temporal_pos_std}")
+        self.temporal_pos_std = temporal_pos_std
         use_cls = self.pool == "cls"
         self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dim)) if use_cls else None
         self.pos_embed = nn.Parameter(torch.zeros(1, tokeniser.num_spatial + use_cls, self.embed_dim))
@@ -263,6 +272,11 @@ class FactorisedEncoder(VideoTransformer):
             else None
         )
         self.init_weights()
+
+    def init_weights(self) -> None:
+        super().init_weights()
+        if self.temporal is not None:
+            nn.init.trunc_normal_(self.temporal.pos_embed, std=self.temporal_pos_std)
 
     def forward_spatial(self, video: Tensor) -> Tensor:
         """The spatial encoder on every frame: (B, C, T, H, W) -> frame embeddings h_i (B, t, D)."""
