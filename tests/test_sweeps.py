@@ -32,19 +32,32 @@ def run_train(
 
 
 def test_multirun_writes_one_directory_per_job(data_dir: Path, tmp_path: Path) -> None:
+    """tokeniser x model x regularisation: 8 jobs, each in its own directory with its own combination."""
     run_train(
+        "tokeniser=uniform_frame,tubelet",
         "model=spatiotemporal,factorised_encoder",
+        "regularisation=none,table4_6_mixup",
         "debug=fdr",
         f"paths.data_dir={data_dir}",
         f"paths.log_dir={tmp_path}",
         f"hydra.sweep.dir={tmp_path / 'sweep'}",
         multirun=True,
     )
-    jobs = sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir() and p.name.isdigit())
-    assert [p.name for p in jobs] == ["0", "1"]
-    models = [yaml.safe_load((job / ".hydra" / "config.yaml").read_text())["model"]["net"]["_target_"] for job in jobs]
-    assert models == ["vivit.models.SpatioTemporal", "vivit.models.FactorisedEncoder"]
-    assert all((job / "train.log").is_file() for job in jobs)
+    jobs = sorted(
+        (p for p in (tmp_path / "sweep").iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)
+    )
+    assert [p.name for p in jobs] == [str(i) for i in range(8)]
+    combinations = set()
+    for job in jobs:
+        config = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
+        axes = json.loads((job / "results.json").read_text())["axes"]
+        assert (
+            config["model"]["net"]["_target_"].rsplit(".", 1)[1]
+            == {"spatiotemporal": "SpatioTemporal", "factorised_encoder": "FactorisedEncoder"}[axes["model"]]
+        )
+        assert config["regularisation"]["mixup_alpha"] == (0.1 if axes["regularisation"] == "table4_6_mixup" else 0.0)
+        combinations.add((axes["tokeniser"], axes["model"], axes["regularisation"]))
+    assert len(combinations) == 8
 
 
 def test_invalid_combination_fails_fast_with_its_name(data_dir: Path, tmp_path: Path) -> None:
