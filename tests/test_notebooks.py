@@ -9,7 +9,7 @@ import nbformat
 import pytest
 
 from conftest import ROOT
-from test_sweeps import run_train
+from test_sweeps import run_model_sweep
 
 
 def execute(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> nbformat.NotebookNode:
@@ -33,15 +33,7 @@ def test_notebook_runs(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 def test_sweep_report_notebook(data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """sweep_report.ipynb on a two-job sweep of Table 2 (one batch per job), given by VIVIT_SWEEP_DIR."""
-    sweep = tmp_path / "table2_model_variants"
-    run_train(
-        "sweep=table2_model_variants",
-        "model=spatiotemporal,factorised_encoder",
-        "debug=fdr",
-        f"paths.data_dir={data_dir}",
-        f"paths.log_dir={tmp_path / 'logs'}",
-        f"hydra.sweep.dir={sweep}",
-    )
+    _, sweep = run_model_sweep(data_dir, tmp_path, "sweep=table2_model_variants")
     monkeypatch.setenv("VIVIT_SWEEP_DIR", str(sweep))
     notebook = execute("sweep_report", tmp_path, monkeypatch)
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]

@@ -31,6 +31,21 @@ def run_train(
     return proc
 
 
+def run_model_sweep(data_dir: Path, tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, Path]:
+    """A two-job multirun (Model 1, Model 2) of one batch each, in ``tmp_path / "sweep"``: jobs 0 and 1."""
+    sweep = tmp_path / "sweep"
+    proc = run_train(
+        "model=spatiotemporal,factorised_encoder",
+        "debug=fdr",
+        f"paths.data_dir={data_dir}",
+        f"paths.log_dir={tmp_path}",
+        f"hydra.sweep.dir={sweep}",
+        *args,
+        multirun=True,
+    )
+    return proc, sweep
+
+
 def test_multirun_writes_one_directory_per_job(data_dir: Path, tmp_path: Path) -> None:
     """tokeniser x model x regularisation: 8 jobs, each in its own directory with its own combination."""
     run_train(
@@ -86,19 +101,9 @@ def test_invalid_combination_fails_fast_with_its_name(data_dir: Path, tmp_path: 
 def test_ddp_multirun_runs_each_job_once_in_its_directory(data_dir: Path, tmp_path: Path) -> None:
     """-m with trainer=ddp: Lightning starts rank 1 from the command line, which would be the whole sweep.
     Each job must run once, on two processes, with both ranks' logs in that job's directory."""
-    proc = run_train(
-        "model=spatiotemporal,factorised_encoder",
-        "trainer=ddp",
-        "trainer.accelerator=cpu",
-        "trainer.devices=2",
-        "trainer.precision=32-true",
-        "debug=fdr",
-        f"paths.data_dir={data_dir}",
-        f"paths.log_dir={tmp_path}",
-        f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        multirun=True,
+    proc, sweep = run_model_sweep(
+        data_dir, tmp_path, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"
     )
-    sweep = tmp_path / "sweep"
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
     assert jobs == ["0", "1"], jobs
     for job in jobs:
@@ -205,16 +210,7 @@ def test_submitit_local_launcher_runs_each_job(data_dir: Path, tmp_path: Path) -
     """hydra/launcher=submitit_local: the jobs are pickled and run by submitit, in processes of their own
     (as on SLURM, without the cluster), each writing its own results."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    run_train(
-        "hydra/launcher=submitit_local",
-        "model=spatiotemporal,factorised_encoder",
-        "debug=fdr",
-        f"paths.data_dir={data_dir}",
-        f"paths.log_dir={tmp_path}",
-        f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        multirun=True,
-    )
-    sweep = tmp_path / "sweep"
+    _, sweep = run_model_sweep(data_dir, tmp_path, "hydra/launcher=submitit_local")
     for job, model in enumerate(["spatiotemporal", "factorised_encoder"]):
         assert json.loads((sweep / str(job) / "results.json").read_text())["axes"]["model"] == model
     assert len(list((sweep / ".submitit").glob("*/*_result.pkl"))) == 2  # submitit ran both

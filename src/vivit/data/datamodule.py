@@ -329,6 +329,7 @@ class VideoDataModule(LightningDataModule):
         self.batch_size, self.num_workers = batch_size, num_workers
         self.test_clips, self.test_crops = test_clips, test_crops
         self.datasets: dict[str, VideoClipDataset] = {}
+        self._videos: dict[str, list[str]] = {}  # split -> its distinct video files, see videos()
 
     @property
     def class_names(self) -> dict[str, list[str]]:
@@ -423,9 +424,14 @@ class VideoDataModule(LightningDataModule):
     def bad_video_marks(self, split: str) -> Tensor:
         """(N,) float: 1 for each of the split's N distinct videos (sorted by path) that has failed to decode
         in this process so far in the run, else 0. The classifier takes the maximum over processes."""
-        videos = sorted({str(record.path) for record in self.datasets[split].records})
         bad = self.bad_files.get(split, set())
-        return torch.tensor([float(video in bad) for video in videos])
+        return torch.tensor([float(video in bad) for video in self.videos(split)])
+
+    def videos(self, split: str) -> list[str]:
+        """The distinct video files of ``split``, sorted (set up first; listed once)."""
+        if split not in self._videos:
+            self._videos[split] = sorted({str(record.path) for record in self.datasets[split].records})
+        return self._videos[split]
 
     def state_dict(self) -> dict[str, dict[str, list[str]]]:
         """The bad videos so far, so that a resumed run goes on counting (and limiting) them."""
@@ -442,7 +448,7 @@ class VideoDataModule(LightningDataModule):
         if not new:
             return
         bad.update(new)
-        videos = len({record.path for record in self.datasets[split].records})
+        videos = len(self.videos(split))
         if split == "train":
             log.warning("train: %d of %d videos failed to decode so far (new: %s)", len(bad), videos, ", ".join(new))
             if len(bad) > self.max_bad_videos * videos:
