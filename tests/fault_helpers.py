@@ -10,13 +10,19 @@ from lightning.pytorch.callbacks import Callback
 
 class PauseAt(Callback):
     """At the start of training step ``step``, writes ``marker`` and waits (at most a minute) for a signal, so
-    that a test can interrupt the run at a known point."""
+    that a test can interrupt the run at a known point. Only once: not when ``marker`` exists. With ``job``,
+    only in that job of a multirun."""
 
-    def __init__(self, step: int, marker: str) -> None:
-        self.step, self.marker, self.paused = step, Path(marker), False
+    def __init__(self, step: int, marker: str, job: int | None = None) -> None:
+        self.step, self.marker, self.job, self.paused = step, Path(marker), job, False
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if trainer.global_step == self.step and not self.paused:
+        if self.job is not None:
+            from hydra.core.hydra_config import HydraConfig
+
+            if HydraConfig.get().job.num != self.job:
+                return
+        if trainer.global_step == self.step and not self.paused and not self.marker.exists():
             self.paused = True
             self.marker.write_text("paused")
             deadline = time.monotonic() + 60

@@ -13,6 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 
 from conftest import CONF, ROOT, compose_config
+from vivit.config import short_name
 from vivit.pipeline import build, instantiate_callbacks, instantiate_loggers
 
 GROUPS = [
@@ -128,3 +129,13 @@ def test_config_errors_fail_before_torch_is_imported(overrides: list[str], messa
     assert message in proc.stderr, proc.stderr[-2000:]
     imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
     assert imported and not imported & {"torch", "lightning", "timm"}
+
+
+def test_sweep_job_names_are_one_short_stable_directory_each() -> None:
+    """A job directory is named by its overrides: a path in a value must not nest it, a long one is cut with a
+    hash of the whole, and different overrides keep different names."""
+    assert short_name("model=spatiotemporal,seed=1") == "model=spatiotemporal,seed=1"
+    names = [short_name(n) for n in ("ckpt=/a/b.ckpt", "ckpt=/a_b.ckpt", "x=" + "1" * 300, "x=" + "1" * 299 + "2")]
+    assert all("/" not in n and len(n) <= 120 for n in names)
+    assert len(set(names)) == len(names)
+    assert names[0] == short_name("ckpt=/a/b.ckpt")  # stable across re-runs

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch.utils.data import Dataset
 
 from conftest import ROOT, TINY_DATA, TINY_NET
@@ -123,6 +124,56 @@ def test_stop_signal_under_ddp_saves_once_on_every_rank_and_resumes(data_dir: Pa
     assert "test/acc_top1" in json.loads((run_dir / "results.json").read_text())
 
 
+def sweep_jobs(sweep: Path) -> dict[int, Path]:
+    """A named sweep's job directories by their temporal depth (the swept axis)."""
+    return {
+        OmegaConf.load(job / ".hydra" / "config.yaml").model.net.temporal_depth: job
+        for job in sweep.iterdir()
+        if (job / ".hydra").is_dir()
+    }
+
+
+@pytest.mark.slow
+def test_killed_sweep_reruns_only_the_jobs_it_had_not_finished(data_dir: Path, tmp_path: Path) -> None:
+    """A 3-job sweep is killed (SIGKILL) in its second job, after that job's step-8 checkpoint. The same
+    command again leaves the finished job alone, resumes the second from its checkpoint to the same weights
+    as an uninterrupted run of that job, and runs the third from scratch."""
+    marker = tmp_path / "paused"
+    sweep_args = ["sweep=table3_temporal_layers", f"paths.data_dir={data_dir}", f"paths.log_dir={tmp_path}"]
+    sweep_args += ["model.net.temporal_depth=0,1,2", "+callbacks.pause._target_=fault_helpers.PauseAt",
+                   "+callbacks.pause.step=9", "+callbacks.pause.job=1", f"+callbacks.pause.marker={marker}"]  # fmt: skip
+    sweep, out = tmp_path / "train" / "sweeps" / "table3_temporal_layers", tmp_path / "sweep"
+    proc = start_train(out, *sweep_args)
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "sweep.out").read_text()[-3000:]
+        time.sleep(0.2)
+    proc.kill()
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    jobs = sweep_jobs(sweep)
+    assert sorted(jobs) == [0, 1]  # the third never started
+    assert (jobs[0] / "results.json").is_file() and not (jobs[1] / "results.json").exists()
+    assert torch.load(jobs[1] / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 8
+    first = (jobs[0] / "results.json").stat().st_mtime_ns
+
+    finish(start_train(out, *sweep_args), out)  # the same command again (the marker stops a second pause)
+    jobs = sweep_jobs(sweep)
+    assert sorted(jobs) == [0, 1, 2] and all((job / "results.json").is_file() for job in jobs.values())
+    assert (jobs[0] / "results.json").stat().st_mtime_ns == first
+    output = (tmp_path / "sweep.out").read_text()
+    assert output.count("this run has finished, skipping it") == 1
+    assert "resuming from" in (jobs[1] / "train.log").read_text()
+    assert "resuming from" not in (jobs[2] / "train.log").read_text()
+
+    alone = tmp_path / "alone"  # job 1 without interruption
+    finish(start_train(alone, *sweep_args[:2], f"paths.log_dir={alone}", "model.net.temporal_depth=1"), alone)
+    (reference,) = sweep_jobs(alone / "train" / "sweeps" / "table3_temporal_layers").values()
+    ours, theirs = (torch.load(d / "checkpoints" / "last.ckpt", weights_only=True) for d in (jobs[1], reference))
+    assert ours["global_step"] == theirs["global_step"] == 18
+    for key, value in theirs["state_dict"].items():
+        assert torch.equal(ours["state_dict"][key], value), key
+
+
 @pytest.mark.slow
 def test_one_and_two_processes_train_alike(tiny_cfg, tmp_path: Path) -> None:
     """The same global batch (8 = 8 x 1 = 4 x 2) gives the same weights and metrics on 1 and 2 processes."""
@@ -142,6 +193,14 @@ def test_one_and_two_processes_train_alike(tiny_cfg, tmp_path: Path) -> None:
         assert two[key] == pytest.approx(one[key], rel=1e-5, abs=1e-6), key
     for key, value in torch.load(two_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"].items():
         torch.testing.assert_close(value, weights[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_last_checkpoint_is_written_at_every_epoch_end(tiny_cfg, tmp_path: Path) -> None:
+    """last.ckpt holds the final step even when the last epoch does not beat the best one (learning rate 0:
+    no epoch does), so that resuming and evaluating ``last.ckpt`` start from the end of the run."""
+    train(tiny_cfg("trainer.max_epochs=2", "model.optimizer.lr=0", "test=false", "callbacks.progress_bar.refresh_rate=0"))
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 12
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["epoch_000.ckpt", "last.ckpt"]
 
 
 def test_resumed_run_continues_its_csv_log(tiny_cfg, tmp_path: Path) -> None:

@@ -18,12 +18,13 @@ from vivit.rules import check_network, check_patches
 
 
 def short_name(name: str, limit: int = 120) -> str:
-    """``name`` if it is short enough for a directory name, else its start plus a hash of the whole.
-    A sweep's job directories are named by their overrides (conf/sweep/_sweep.yaml) and must stay
-    stable and distinct across re-runs, but within the file system's 255-byte limit."""
-    if len(name) <= limit:
+    """``name`` as one directory name: unchanged if it is short and has no ``/``, else its start, with
+    ``_`` for ``/``, plus a hash of the whole. A sweep's job directories are named by their overrides
+    (conf/sweep/_sweep.yaml) and must stay stable and distinct across re-runs, one level deep (a path
+    in a value must not nest them), and within the file system's 255-byte limit."""
+    if len(name) <= limit and "/" not in name:
         return name
-    return f"{name[: limit - 13]}..{hashlib.sha1(name.encode()).hexdigest()[:11]}"
+    return f"{name.replace('/', '_')[: limit - 13]}..{hashlib.sha1(name.encode()).hexdigest()[:11]}"
 
 
 OmegaConf.register_new_resolver("short_name", short_name, replace=True)

@@ -132,10 +132,10 @@ class LossGuard(Callback):
             f"step {trainer.global_step} (epoch {trainer.current_epoch}, batch {trainer.fit_loop.epoch_loop.batch_idx})"
         )
         if self.on_nonfinite == "stop":
-            best = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
+            saved = [c.path for c in trainer.callbacks if isinstance(c, FaultTolerance) and c.path.is_file()]
             raise FloatingPointError(
                 f"non-finite training loss ({loss.item()}) at {where}: stopping before it reaches the weights. "
-                f"Last good checkpoint: {best or '(none yet)'}. "
+                f"Last good checkpoint: {saved[0] if saved else '(none yet)'}. "
                 "To skip such steps instead, set callbacks.loss_guard.on_nonfinite=skip."
             )
         self._skip = True
