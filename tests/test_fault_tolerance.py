@@ -140,8 +140,8 @@ def test_killed_sweep_reruns_only_the_jobs_it_had_not_finished(data_dir: Path, t
     as an uninterrupted run of that job, and runs the third from scratch."""
     marker = tmp_path / "paused"
     sweep_args = ["sweep=table3_temporal_layers", f"paths.data_dir={data_dir}", f"paths.log_dir={tmp_path}"]
-    sweep_args += ["model.net.temporal_depth=0,1,2", "+callbacks.pause._target_=fault_helpers.PauseAt",
-                   "+callbacks.pause.step=9", "+callbacks.pause.job=1", f"+callbacks.pause.marker={marker}"]  # fmt: skip
+    sweep_args += ["model.net.temporal_depth=0,1,2", "+callbacks.pause._target_=fault_helpers.PauseAt"]
+    sweep_args += ["+callbacks.pause.step=9", "+callbacks.pause.job=1", f"+callbacks.pause.marker={marker}"]
     sweep, out = tmp_path / "train" / "sweeps" / "table3_temporal_layers", tmp_path / "sweep"
     proc = start_train(out, *sweep_args)
     deadline = time.monotonic() + 300
@@ -198,7 +198,9 @@ def test_one_and_two_processes_train_alike(tiny_cfg, tmp_path: Path) -> None:
 def test_last_checkpoint_is_written_at_every_epoch_end(tiny_cfg, tmp_path: Path) -> None:
     """last.ckpt holds the final step even when the last epoch does not beat the best one (learning rate 0:
     no epoch does), so that resuming and evaluating ``last.ckpt`` start from the end of the run."""
-    train(tiny_cfg("trainer.max_epochs=2", "model.optimizer.lr=0", "test=false", "callbacks.progress_bar.refresh_rate=0"))
+    train(
+        tiny_cfg("trainer.max_epochs=2", "model.optimizer.lr=0", "test=false", "callbacks.progress_bar.refresh_rate=0")
+    )
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 12
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["epoch_000.ckpt", "last.ckpt"]
 
