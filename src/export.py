@@ -3,11 +3,14 @@
 import hydra
 from omegaconf import DictConfig
 
-from vivit.export import export
+from vivit.config import check_config  # no torch: a bad config fails before the seconds of imports below
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
 def main(cfg: DictConfig) -> None:
+    check_config(cfg)
+    from vivit.export import export  # torch
+
     export(cfg)
 
 

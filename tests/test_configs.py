@@ -13,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 
 from conftest import CONF, ROOT, compose_config
-from vivit.config import short_name
+from vivit.config import check_override_types, short_name
 from vivit.pipeline import build, instantiate_callbacks, instantiate_loggers
 
 GROUPS = [
@@ -123,7 +123,17 @@ def test_unknown_key_fails_at_compose(tmp_path: Path) -> None:
 def test_config_errors_fail_before_torch_is_imported(overrides: list[str], message: str, tmp_path: Path) -> None:
     """src/train.py runs the checks that need no torch before it imports torch: a mistake in the command
     fails at once (Hydra's start, not seconds of imports), naming the key or the combination."""
-    args = [str(ROOT / "src" / "train.py"), *overrides, f"hydra.run.dir={tmp_path}"]
+    assert_fails_before_torch("train", overrides, message, tmp_path)
+
+
+@pytest.mark.parametrize("script", ["eval", "predict", "export"])
+def test_other_entry_points_check_before_torch_is_imported(script: str, tmp_path: Path) -> None:
+    assert_fails_before_torch(script, ["ckpt_path=/no/such.ckpt"], "ckpt_path='/no/such.ckpt' is not a file", tmp_path)
+    assert_fails_before_torch(script, ["seed=one"], "seed='one': expected a number, like its default 42", tmp_path)
+
+
+def assert_fails_before_torch(script: str, overrides: list[str], message: str, tmp_path: Path) -> None:
+    args = [str(ROOT / "src" / f"{script}.py"), *overrides, f"hydra.run.dir={tmp_path}"]
     proc = subprocess.run([sys.executable, "-X", "importtime", *args], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode != 0
     assert message in proc.stderr, proc.stderr[-2000:]
@@ -139,3 +149,24 @@ def test_sweep_job_names_are_one_short_stable_directory_each() -> None:
     assert all("/" not in n and len(n) <= 120 for n in names)
     assert len(set(names)) == len(names)
     assert names[0] == short_name("ckpt=/a/b.ckpt")  # stable across re-runs
+
+
+@pytest.mark.parametrize(
+    ("override", "default"),
+    [
+        ("data.batch_size=sixteen", "16"),
+        ("model.optimizer.lr=fast", "0.001"),
+        ("model.net.embed_dim=big", "96"),  # ${backbone.embed_dim}, followed
+        ("trainer.deterministic=maybe", "False"),
+    ],
+)
+def test_wrong_type_is_found_in_the_config_files(override: str, default: str, tmp_path: Path) -> None:
+    """The type check reads a key's default from the files the run was composed from, without composing
+    again (Hydra is not even initialised here); text that a key takes passes."""
+    key = override.split("=")[0]
+    cfg = compose_config(overrides=[override], output_dir=tmp_path)
+    with pytest.raises(ValueError, match=f"{key}='.*': expected .*, like its default {default}$"):
+        check_override_types(cfg)
+    check_override_types(
+        compose_config(overrides=["data.root=/videos", "trainer.precision=bf16-mixed"], output_dir=tmp_path)
+    )

@@ -1,15 +1,16 @@
 """What a run's config needs before torch is imported: the resolvers that conf/ uses, and the checks that
 fail a bad command line at once, naming the key or the combination.
 
-Imports only Hydra, OmegaConf and ``vivit.rules``: ``src/train.py`` calls :func:`check_config` before it
-imports the pipeline (torch, Lightning, timm: seconds), so a mistake costs no more than Hydra's start.
-Unknown keys fail earlier still, when Hydra composes the config (struct mode).
+Imports only Hydra, OmegaConf and ``vivit.rules``: the entry points in ``src/`` call :func:`check_config`
+before they import the pipeline (torch, Lightning, timm: seconds), so a mistake costs no more than Hydra's
+start. Unknown keys fail earlier still, when Hydra composes the config (struct mode).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -49,12 +50,15 @@ def hydra_overrides() -> dict[str, str]:
 def check_override_types(cfg: DictConfig) -> None:
     """Fails, naming the key, when a command-line value is text where the config holds a number or a
     boolean (``data.batch_size=sixteen``), instead of deep inside a constructor or after data preparation.
-    The defaults are composed again only when some value is text."""
-    from hydra import compose
-    from hydra.core.global_hydra import GlobalHydra
+
+    The value that a key had before the command line is read from the config files that this run composed
+    (:func:`file_defaults`: milliseconds). Only when they leave it open (an interpolation, or a number in one
+    file and text in another) are the defaults composed again, as Hydra would (a few tenths of a second).
+    Outside Hydra nothing is checked.
+    """
     from hydra.core.hydra_config import HydraConfig
 
-    if not (HydraConfig.initialized() and GlobalHydra.instance().is_initialized()):
+    if not HydraConfig.initialized():
         return
     hydra_cfg = HydraConfig.get()
     choices = hydra_cfg.runtime.choices
@@ -63,15 +67,96 @@ def check_override_types(cfg: DictConfig) -> None:
         value, allowed = OmegaConf.select(cfg, key, default=None), TEXT_ALLOWED.get(key, set())
         if isinstance(value, str) and allowed is not None and value not in allowed and key not in choices:
             texts[key] = value
-    if not texts:
+    files = config_files(hydra_cfg) if texts else []
+    undecided = {}
+    for key, value in texts.items():
+        found = file_defaults(key, files)
+        if found and all(is_number_or_bool(v) for v in found):
+            raise_type_error(key, value, found[-1])
+        if not found or any(v is UNRESOLVED for v in found) or any(is_number_or_bool(v) for v in found):
+            undecided[key] = value
+    if undecided:
+        check_against_composed_defaults(undecided, hydra_cfg)
+
+
+def is_number_or_bool(value: object) -> bool:
+    return isinstance(value, (bool, int, float))
+
+
+def raise_type_error(key: str, value: str, default: bool | int | float) -> None:
+    kind = "true or false" if isinstance(default, bool) else "a number"
+    raise ValueError(f"{key}={value!r}: expected {kind}, like its default {default!r}")
+
+
+def check_against_composed_defaults(texts: dict[str, str], hydra_cfg: DictConfig) -> None:
+    from hydra import compose
+    from hydra.core.global_hydra import GlobalHydra
+
+    if not GlobalHydra.instance().is_initialized():
         return
+    choices = hydra_cfg.runtime.choices
     groups = [o for o in hydra_cfg.overrides.task if o.split("=", 1)[0].lstrip("+~") in choices]
     defaults = compose(hydra_cfg.job.config_name, overrides=groups)
     for key, value in texts.items():
         default = OmegaConf.select(defaults, key, default=None)
-        if isinstance(default, (bool, int, float)):
-            kind = "true or false" if isinstance(default, bool) else "a number"
-            raise ValueError(f"{key}={value!r}: expected {kind}, like its default {default!r}")
+        if is_number_or_bool(default):
+            raise_type_error(key, value, default)
+
+
+UNRESOLVED = object()  # an interpolation that file_defaults does not follow
+YAML_FLOAT = re.compile(r"[-+]?(\.\d+|\d+(\.\d*)?)([eE][-+]?\d+)?")  # 1e-3 too (PyYAML reads it as text)
+ABSOLUTE_INTERPOLATION = re.compile(r"\$\{([\w.]+)\}")
+
+
+def config_files(hydra_cfg: DictConfig) -> list[tuple[str, dict]]:
+    """The files of the run's config directories that its config was composed from, as (package, content)
+    in no particular order: the primary config, the chosen option of every group, and the configs that
+    their defaults lists name. Hydra's own packaged configs (``hydra.*``) are left out."""
+    import yaml
+
+    roots = [Path(source.path) for source in hydra_cfg.runtime.config_sources if source.schema == "file"]
+    todo = [hydra_cfg.job.config_name]
+    todo += [f"{group}/{option}" for group, option in hydra_cfg.runtime.choices.items() if option is not None]
+    files, seen = [], set()
+    while todo:
+        name = todo.pop().lstrip("/")
+        path = next((root / f"{name}.yaml" for root in roots if (root / f"{name}.yaml").is_file()), None)
+        if name in seen or path is None:
+            continue
+        seen.add(name)
+        text = path.read_text()
+        content = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
+        group = name.rpartition("/")[0]
+        header = re.search(r"^# *@package +(\S+)", text, re.MULTILINE)
+        package = header.group(1) if header else "_group_"
+        package = "" if package == "_global_" else package.replace("_group_", group.replace("/", "."))
+        files.append((package, content))
+        for entry in content.get("defaults", []) if isinstance(content, dict) else []:
+            if isinstance(entry, str) and entry != "_self_" and not entry.startswith("optional "):
+                todo.append(entry if entry.startswith("/") else f"{group}/{entry}".lstrip("/"))
+    return files
+
+
+def file_defaults(key: str, files: list[tuple[str, dict]], depth: int = 0) -> list:
+    """The values that ``files`` (:func:`config_files`) give the dotted ``key``, following interpolations
+    of other keys (``${backbone.embed_dim}``); :data:`UNRESOLVED` for any other interpolation."""
+    values = []
+    for package, content in files:
+        if package and not key.startswith(package + "."):
+            continue
+        node = content
+        for part in key[len(package) + 1 if package else 0 :].split("."):
+            node = node.get(part, KeyError) if isinstance(node, dict) else KeyError
+        if node is KeyError:
+            continue
+        if isinstance(node, str) and "${" in node:
+            target = ABSOLUTE_INTERPOLATION.fullmatch(node)
+            values += (file_defaults(target.group(1), files, depth + 1) if target and depth < 8 else []) or [UNRESOLVED]
+        elif isinstance(node, str) and YAML_FLOAT.fullmatch(node):
+            values.append(float(node))
+        else:
+            values.append(node)
+    return values
 
 
 def check_network_config(cfg: DictConfig) -> None:
@@ -114,8 +199,7 @@ def check_resume(cfg: DictConfig) -> None:
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Every check that needs no torch: the network's rules, the checkpoint to resume, command-line types
-    (the only one that costs a compose, a few tenths of a second)."""
+    """Every check that needs no torch: the network's rules, the checkpoint to resume, command-line types."""
     check_network_config(cfg)
     check_resume(cfg)
     check_override_types(cfg)
