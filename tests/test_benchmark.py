@@ -1,0 +1,36 @@
+"""`make bench` end to end on CPU at a tiny size: every CPU suite measures its rows, the peers' ratios, the
+markdown table and the frames plot. Numbers are not asserted (speed is the benchmark's report, not a test)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from vivit.benchmark import main
+
+
+@pytest.mark.slow  # torch.compile of two models on CPU: a minute or more on 2 cores
+def test_benchmark_measures_every_suite_and_writes_its_report(tmp_path: Path) -> None:
+    args = ["--device", "cpu", "--size", "s", "--frames", "4", "--sweep-frames", "4", "8"]
+    main([*args, "--suites", "peers,variants,frames", "--out", str(tmp_path), "--plot"])
+    (found,) = tmp_path.glob("*.json")
+    report = json.loads(found.read_text())
+    rows = {(r["name"], r["frames"]): r for r in report["results"]}
+    for name in ("timm blocks: Model 1", "transformers: ViViT (sdpa)", *(f"ours: {v}/tubelet" for v in VARIANTS)):
+        row = rows[name, 4]
+        assert row["error"] is None and row["train_clips_s"] > 0 and row["params_m"] > 0 and row["gmacs"] > 0, row
+    peers = ("ours: spatiotemporal/tubelet", "timm blocks: Model 1", "transformers: ViViT (sdpa)")
+    assert len({(rows[name, 4]["params_m"], rows[name, 4]["gmacs"]) for name in peers}) == 1  # one network, 3 ways
+    assert set(report["meta"]["ratios"]) == {
+        "train vs transformers",
+        "train vs timm blocks (compiled)",
+        "inference vs transformers",
+    }
+    assert {frames for name, frames in rows if name.startswith("frames sweep")} == {4, 8}
+    assert "| transformers: ViViT (sdpa) |" in found.with_suffix(".md").read_text()
+    assert found.with_name(f"{found.stem}_frames.png").stat().st_size > 0
+
+
+VARIANTS = ("spatiotemporal", "factorised_encoder", "factorised_self_attention", "factorised_dot_product")
