@@ -10,11 +10,13 @@ from lightning.pytorch.callbacks import Callback
 
 class PauseAt(Callback):
     """At the start of training step ``step``, writes ``marker`` and waits (at most a minute) for a signal, so
-    that a test can interrupt the run at a known point. Only once: not when ``marker`` exists. With ``job``,
-    only in that job of a multirun."""
+    that a test can interrupt the run at a known point. Only once: not in a process started after ``marker``
+    was written (a re-run; the processes of one DDP run all pause). With ``job``, only in that job of a
+    multirun."""
 
     def __init__(self, step: int, marker: str, job: int | None = None) -> None:
-        self.step, self.marker, self.job, self.paused = step, Path(marker), job, False
+        self.step, self.marker, self.job = step, Path(marker), job
+        self.paused = self.marker.exists()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self.job is not None:
@@ -22,7 +24,7 @@ class PauseAt(Callback):
 
             if HydraConfig.get().job.num != self.job:
                 return
-        if trainer.global_step == self.step and not self.paused and not self.marker.exists():
+        if trainer.global_step == self.step and not self.paused:
             self.paused = True
             self.marker.write_text("paused")
             deadline = time.monotonic() + 60
