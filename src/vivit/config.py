@@ -104,7 +104,7 @@ def check_against_composed_defaults(texts: dict[str, str], hydra_cfg: DictConfig
 
 
 UNRESOLVED = object()  # an interpolation that file_defaults does not follow
-YAML_FLOAT = re.compile(r"[-+]?(\.\d+|\d+(\.\d*)?)([eE][-+]?\d+)?")  # 1e-3 too (PyYAML reads it as text)
+YAML_EXPONENT = re.compile(r"[-+]?(\.\d+|\d+(\.\d*)?)[eE][-+]?\d+")  # 1e-3: a number to OmegaConf, text to PyYAML
 ABSOLUTE_INTERPOLATION = re.compile(r"\$\{([\w.]+)\}")
 
 
@@ -152,7 +152,7 @@ def file_defaults(key: str, files: list[tuple[str, dict]], depth: int = 0) -> li
         if isinstance(node, str) and "${" in node:
             target = ABSOLUTE_INTERPOLATION.fullmatch(node)
             values += (file_defaults(target.group(1), files, depth + 1) if target and depth < 8 else []) or [UNRESOLVED]
-        elif isinstance(node, str) and YAML_FLOAT.fullmatch(node):
+        elif isinstance(node, str) and YAML_EXPONENT.fullmatch(node):
             values.append(float(node))
         else:
             values.append(node)
