@@ -71,9 +71,10 @@ def check_override_types(cfg: DictConfig) -> None:
     undecided = {}
     for key, value in texts.items():
         found = file_defaults(key, files)
-        if found and all(is_number_or_bool(v) for v in found):
+        numbers = [v for v in found if is_number_or_bool(v)]
+        if found and len(numbers) == len(found):
             raise_type_error(key, value, found[-1])
-        if not found or any(v is UNRESOLVED for v in found) or any(is_number_or_bool(v) for v in found):
+        if not found or numbers or any(v is UNRESOLVED for v in found):  # the files leave the type open
             undecided[key] = value
     if undecided:
         check_against_composed_defaults(undecided, hydra_cfg)
@@ -120,10 +121,12 @@ def config_files(hydra_cfg: DictConfig) -> list[tuple[str, dict]]:
     files, seen = [], set()
     while todo:
         name = todo.pop().lstrip("/")
-        path = next((root / f"{name}.yaml" for root in roots if (root / f"{name}.yaml").is_file()), None)
-        if name in seen or path is None:
+        if name in seen:
             continue
         seen.add(name)
+        path = next((root / f"{name}.yaml" for root in roots if (root / f"{name}.yaml").is_file()), None)
+        if path is None:
+            continue
         text = path.read_text()
         content = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
         group = name.rpartition("/")[0]

@@ -26,7 +26,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from vivit.config import check_override_types, check_resume, hydra_overrides, newest_checkpoint
+from vivit.config import check_resume, hydra_overrides, newest_checkpoint
 from vivit.report import RESULTS_FILE, save_results
 from vivit.training.checkpoint_io import AtomicCheckpointIO
 
@@ -228,7 +228,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if metrics is not None:
         log.info("%s exists: this run has finished, skipping it", Path(cfg.paths.output_dir) / RESULTS_FILE)
         return metrics
-    check_override_types(cfg)
     if multirun_job_launches_processes(cfg):
         return run_job_in_subprocess(cfg)
     ckpt_path = resume_checkpoint(cfg)
