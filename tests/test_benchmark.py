@@ -14,7 +14,7 @@ from vivit.benchmark import main
 @pytest.mark.slow  # torch.compile of two models on CPU: a minute or more on 2 cores
 def test_benchmark_measures_every_suite_and_writes_its_report(tmp_path: Path) -> None:
     args = ["--device", "cpu", "--size", "s", "--frames", "4", "--sweep-frames", "4", "8"]
-    main([*args, "--suites", "peers,variants,frames", "--out", str(tmp_path), "--plot"])
+    main([*args, "--suites", "peers,variants,frames", "--rounds", "2", "--out", str(tmp_path), "--plot"])
     (found,) = tmp_path.glob("*.json")
     report = json.loads(found.read_text())
     for row in report["results"]:  # every measurement ran, the compiled ones too
@@ -28,10 +28,18 @@ def test_benchmark_measures_every_suite_and_writes_its_report(tmp_path: Path) ->
     assert {(name, 4) for name in names} <= set(rows)
     peers = ("ours: spatiotemporal/tubelet", "timm blocks: Model 1", "transformers: ViViT (sdpa)")
     assert len({(rows[name, 4]["params_m"], rows[name, 4]["gmacs"]) for name in peers}) == 1  # one network, 3 ways
+    # The peers took two turns each (a figure is the median of its turns); the variants one.
+    took_turns = [r for r in report["results"] if "train rounds" in r["notes"]]
+    assert [r["name"] for r in took_turns] == [peers[0], peers[0], *peers[1:]]  # ours eager and compiled
+    for row in took_turns:
+        for kind in ("train", "infer"):
+            turns = row["notes"][f"{kind} rounds"]
+            assert len(turns) == 2 and min(turns) <= row[f"{kind}_clips_s"] <= max(turns)
     assert set(report["meta"]["ratios"]) == {
         "train vs transformers",
         "train vs timm blocks (compiled)",
         "inference vs transformers",
+        "train vs transformers, per round",
     }
     assert {frames for name, frames in rows if name.startswith("frames sweep")} == {4, 8}
     assert "| transformers: ViViT (sdpa) |" in found.with_suffix(".md").read_text()

@@ -17,7 +17,7 @@ from vivit.models import (
 )
 from vivit.models.layers import attention_priority
 from vivit.training import VideoClassifier
-from vivit.training.video_classifier import fused_on_cuda
+from vivit.training.video_classifier import fused_optimizer, param_groups
 
 
 def tiny(cls=SpatioTemporal, **kwargs):
@@ -62,13 +62,32 @@ def test_compile_in_place_keeps_checkpoint_keys() -> None:
     assert model.net._compiled_call_impl is not None  # nn.Module.compile: compiled, same module
 
 
-def test_fused_optimiser_only_on_cuda_and_only_when_unset() -> None:
+def test_fused_optimiser_on_cpu_and_cuda_only_when_unset() -> None:
     adamw = partial(torch.optim.AdamW, lr=1e-3)
-    assert fused_on_cuda(adamw, torch.device("cpu")) is adamw
-    assert fused_on_cuda(adamw, torch.device("cuda")).keywords == {"lr": 1e-3, "fused": True}
-    chosen = partial(torch.optim.AdamW, fused=False)
-    assert fused_on_cuda(chosen, torch.device("cuda")) is chosen
-    assert fused_on_cuda(torch.optim.Adagrad, torch.device("cuda")).keywords == {"fused": True}
+    for device in ("cpu", "cuda"):
+        assert fused_optimizer(adamw, torch.device(device)).keywords == {"lr": 1e-3, "fused": True}
+        assert fused_optimizer(torch.optim.Adagrad, torch.device(device)).keywords == {"fused": True}
+        for chosen in (partial(torch.optim.AdamW, fused=False), partial(torch.optim.AdamW, foreach=True)):
+            assert fused_optimizer(chosen, torch.device(device)) is chosen
+    assert fused_optimizer(adamw, torch.device("meta")) is adamw
+    assert fused_optimizer(torch.optim.LBFGS, torch.device("cpu")) is torch.optim.LBFGS  # no fused kernel
+
+
+def test_fused_cpu_step_matches_the_per_tensor_step() -> None:
+    """The module's optimiser on CPU is fused, and its update is AdamW's per-tensor update (up to rounding)."""
+    torch.manual_seed(0)
+    video = torch.randn(2, 3, 4, 16, 16)
+    nets = [tiny(), tiny()]
+    nets[1].load_state_dict(nets[0].state_dict())
+    fused = VideoClassifier(nets[0], partial(torch.optim.AdamW, lr=1e-2)).configure_optimizers()
+    per_tensor = torch.optim.AdamW(param_groups(nets[1]), lr=1e-2, foreach=False)
+    assert fused.defaults["fused"] and not per_tensor.defaults["fused"]
+    for net, optimizer in zip(nets, (fused, per_tensor)):  # one step: the same gradients in both
+        net(video).square().mean().backward()
+        optimizer.step()
+    for a, b in zip(nets[0].parameters(), nets[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(nets[0].head.weight, tiny().head.weight)  # it did train
 
 
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (run by the device script)")

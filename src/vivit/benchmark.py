@@ -4,7 +4,8 @@ For each variant × tokeniser at one size it measures parameters, forward GMACs 
 training throughput (a full step: bf16 autocast on GPU, loss, backward, optimiser), inference
 throughput, peak memory and, on GPU, the model-FLOPs utilisation of training against the device's
 measured bf16 matmul peak. In the same run it measures transformers' ``VivitForVideoClassification``
-and a Model 1 assembled from timm ViT blocks (compiled), and prints our ratios to them. A frames
+and a Model 1 assembled from timm ViT blocks (compiled), and prints our ratios to them; on CPU the
+peers take turns (``--rounds``), so that a slow spell of the machine does not fall on one of them. A frames
 sweep (Models 1 and 2) and a long-clip run (ViViT-L, activation checkpointing) complete it.
 
 Imports only torch, einops, timm and transformers, so it runs on a bare GPU image::
@@ -22,8 +23,10 @@ import gc
 import json
 import platform
 import re
+import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -72,6 +75,19 @@ class Setting:
     patch: tuple[int, int, int] = (2, 16, 16)
     steps: int = 10
     warmup: int = 3
+
+
+@dataclass
+class Entry:
+    """One model to measure: its builder, and how it runs (see ``Bench.measure``)."""
+
+    name: str
+    build: Callable[[], nn.Module]
+    compile: bool = False
+    attention: list[str] | None = None
+    infer: bool = True
+    train: bool = True
+    notes: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -169,7 +185,7 @@ class TransformersModel1(nn.Module):
 
 
 class Bench:
-    """Runs measurements on one device and keeps the results (JSON after each one)."""
+    """Runs measurements on one device and keeps the results (JSON after each measurement)."""
 
     def __init__(self, device: torch.device, out: Path | None) -> None:
         self.device = device
@@ -204,74 +220,120 @@ class Bench:
         attention: list[str] | None = None,
         **notes,
     ) -> Result:
-        """``attention``: SDPA backends in priority order (cudnn, flash, efficient, math), else torch's choice."""
-        result = Result(name, s.frames, notes={"compile": compile, "attention": attention, **notes})
-        self.attention = attention_priority(attention)
+        """One model alone. ``attention``: SDPA backends in priority order (cudnn, flash, efficient, math),
+        else torch's choice."""
+        (result,) = self.side_by_side(s, [Entry(name, build, compile, attention, infer, train, notes)])
+        return result
+
+    def side_by_side(self, s: Setting, entries: list[Entry], rounds: int = 1) -> list[Result]:
+        """Measures ``entries`` taking turns: each is built, compiled and warmed up, then in each of ``rounds``
+        rounds each entry in turn runs ``s.steps`` timed training steps and inference calls. A figure is the
+        median over rounds. Turns spread the slow spells of a shared machine (other tenants, clock changes)
+        over all entries alike; on this project's 2-thread CPU they move a single figure by ±10%. Peak memory
+        is measured only for an entry that is alone on the device."""
+        if rounds == 1 and len(entries) > 1:  # no turns: one at a time, each alone on the device
+            return [result for entry in entries for result in self.side_by_side(s, [entry])]
+        if any(entry.compile for entry in entries):
+            torch._dynamo.reset()  # a fresh cache: no recompile limit carried over from earlier models
+        results, runs = [], []
+        for entry in entries:
+            result = Result(entry.name, s.frames, notes={"compile": entry.compile, "attention": entry.attention})
+            result.notes.update(entry.notes)
+            results.append(result)
+            with self.failures(result):
+                runs.append((result, self.prepare(entry, s, result)))
+        seconds: dict[int, dict[str, list[float]]] = {id(result): {} for result in results}
+        for _ in range(rounds):
+            for result, calls in runs:
+                for kind, (mode, call) in calls.items():
+                    if result.error:
+                        break
+                    with self.failures(result):
+                        mode()  # model.train() or model.eval()
+                        if self.device.type == "cuda":
+                            torch.cuda.reset_peak_memory_stats(self.device)
+                        seconds[id(result)].setdefault(kind, []).append(seconds_per_call(call, s.steps, 0, self.device))
+                        if kind == "train" and self.device.type == "cuda" and len(entries) == 1:
+                            result.train_peak_gib = round(torch.cuda.max_memory_allocated(self.device) / 2**30, 2)
+        del runs
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        for result in results:
+            for kind, batch in (("train", s.train_batch), ("infer", s.infer_batch)):
+                taken = seconds[id(result)].get(kind)
+                if taken and not result.error:
+                    setattr(result, f"{kind}_clips_s", round(batch / statistics.median(taken), 2))
+                    if rounds > 1:
+                        result.notes[f"{kind} rounds"] = [round(batch / t, 2) for t in taken]
+            if self.peak and result.gmacs and result.train_clips_s:  # training ≈ 3 forward passes, 2 FLOPs per MAC
+                result.train_mfu = round(6 * result.gmacs * 1e9 * result.train_clips_s / self.peak, 3)
+            self.results.append(result)
+            print(format_result(result), flush=True)
+        self.save()
+        return results
+
+    @contextmanager
+    def failures(self, result: Result) -> Iterator[None]:
+        """Records a model that does not fit (or cannot be built at this size) as the result's error."""
         try:
-            torch.manual_seed(0)
-            with torch.device("meta"):
-                meta = build()
-            channels_first = getattr(meta, "channels_first", True)
-            result.params_m = round(count_params(meta) / 1e6, 2)
-            # The FLOP counter runs on meta tensors: no memory, no time.
-            clip = (1, 3, s.frames) if channels_first else (1, s.frames, 3)
-            result.gmacs = round(count_macs(meta, (*clip, s.resolution, s.resolution)) / 1e9, 1)
-            del meta
-            with self.device:
-                model = build()
-            if compile:
-                torch._dynamo.reset()  # a fresh cache: no recompile limit carried over from earlier models
-                model.compile()
-            if train:
-                self.train_throughput(model, s, result, channels_first)
-            if infer:
-                self.infer_throughput(model, s, result, channels_first)
+            yield
         except torch.OutOfMemoryError:
             result.error = "out of memory"
         except ValueError as error:  # e.g. Model 4 with an odd number of heads (ViViT-Ti)
             result.error = str(error).split(";")[0]
-        finally:
-            gc.collect()
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
-        self.results.append(result)
-        print(format_result(result), flush=True)
-        self.save()
-        return result
 
-    def train_throughput(self, model: nn.Module, s: Setting, result: Result, channels_first: bool) -> None:
-        model.train()
-        fused = {"fused": True} if self.device.type == "cuda" else {}
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05, **fused)
+    def prepare(self, entry: Entry, s: Setting, result: Result) -> dict[str, tuple[Callable, Callable]]:
+        """Counts the entry's parameters and MACs, builds it on the device and returns its warmed-up timed
+        calls, by kind ("train", "infer"), each with the mode it runs in."""
+        torch.manual_seed(0)
+        with torch.device("meta"):
+            meta = entry.build()
+        channels_first = getattr(meta, "channels_first", True)
+        result.params_m = round(count_params(meta) / 1e6, 2)
+        # The FLOP counter runs on meta tensors: no memory, no time.
+        clip = (1, 3, s.frames) if channels_first else (1, s.frames, 3)
+        result.gmacs = round(count_macs(meta, (*clip, s.resolution, s.resolution)) / 1e9, 1)
+        del meta
+        with self.device:
+            model = entry.build()
+        if entry.compile:
+            model.compile()
+        attention = attention_priority(entry.attention)
+        calls = {}
+        if entry.train:
+            calls["train"] = (model.train, self.train_step(model, s, channels_first, attention))
+        if entry.infer:
+            calls["infer"] = (model.eval, self.infer_call(model, s, channels_first, attention))
+        for mode, call in calls.values():  # warm-up: compilation, kernel choice, allocator caches
+            mode()
+            for _ in range(s.warmup):
+                call()
+        return calls
+
+    def train_step(self, model: nn.Module, s: Setting, channels_first: bool, attention) -> Callable[[], None]:
+        """A full training step: forward (bf16 autocast on GPU), loss, backward, fused AdamW."""
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05, fused=True)
         video = self.clip(s, s.train_batch, channels_first)
         labels = torch.randint(NUM_CLASSES, (s.train_batch,), device=self.device)
 
         def step() -> None:
-            with self.autocast(), self.attention():
+            with self.autocast(), attention():
                 logits = model(video)
             F.cross_entropy(logits.float(), labels).backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-        seconds = seconds_per_call(step, s.steps, s.warmup, self.device)
-        result.train_clips_s = round(s.train_batch / seconds, 2)
-        if self.device.type == "cuda":
-            result.train_peak_gib = round(torch.cuda.max_memory_allocated(self.device) / 2**30, 2)
-        if self.peak and result.gmacs:  # training ≈ 3 forward passes, 2 FLOPs per MAC
-            result.train_mfu = round(6 * result.gmacs * 1e9 * result.train_clips_s / self.peak, 3)
+        return step
 
-    def infer_throughput(self, model: nn.Module, s: Setting, result: Result, channels_first: bool) -> None:
-        model.eval()
+    def infer_call(self, model: nn.Module, s: Setting, channels_first: bool, attention) -> Callable[[], None]:
         video = self.clip(s, s.infer_batch, channels_first)
 
         def forward() -> None:
-            with torch.inference_mode(), self.autocast(), self.attention():
+            with torch.inference_mode(), self.autocast(), attention():
                 model(video)
 
-        seconds = seconds_per_call(forward, s.steps, s.warmup, self.device)
-        result.infer_clips_s = round(s.infer_batch / seconds, 2)
+        return forward
 
     def save(self) -> None:
         if self.out is None:
@@ -319,7 +381,8 @@ def markdown(meta: dict, results: list[Result]) -> str:
         "",
         f"torch {meta['torch']}; bf16 matmul peak {meta['matmul_peak_tflops']} TFLOP/s; "
         f"{meta['threads']} CPU threads. GMACs: forward multiply-accumulates per clip (the paper's GFLOPs). "
-        "Training: clips/s of a full AdamW step; MFU: 6 × MACs × clips/s ÷ matmul peak.",
+        "Training: clips/s of a full step with fused AdamW; MFU: 6 × MACs × clips/s ÷ matmul peak. "
+        "Rows with rounds took turns with each other; their figure is the median of their rounds.",
         "",
         "| model | frames | params (M) | GMACs | train clips/s | infer clips/s | train peak GiB | train MFU | notes |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -335,6 +398,7 @@ def markdown(meta: dict, results: list[Result]) -> str:
 def run(args: argparse.Namespace) -> Bench:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     gpu = device.type == "cuda"
+    args.rounds = args.rounds or (1 if gpu else 5)
     bench = Bench(device, args.out)
     print(f"device: {bench.name}; matmul peak: {bench.meta['matmul_peak_tflops']} TFLOP/s", flush=True)
     if gpu:  # the paper's ViViT-B/16x2 at 32×224²
@@ -345,23 +409,19 @@ def run(args: argparse.Namespace) -> Bench:
     suites = set(args.suites.split(","))
 
     if "peers" in suites:  # Model 1 against its peers: ours (eager and compiled), timm blocks, transformers
-        ours = bench.measure("ours: spatiotemporal/tubelet", partial(build_vivit, "spatiotemporal", "tubelet", s), s)
-        compiled = bench.measure(
-            "ours: spatiotemporal/tubelet", partial(build_vivit, "spatiotemporal", "tubelet", s), s, compile=True
-        )
+        model_1 = partial(build_vivit, "spatiotemporal", "tubelet", s)
+        name = "ours: spatiotemporal/tubelet"
+        entries = [Entry(name, model_1), Entry(name, model_1, compile=True)]
         if gpu:  # cuDNN's attention first (Hopper kernels), then flash
-            cudnn = bench.measure(
-                "ours: spatiotemporal/tubelet",
-                partial(build_vivit, "spatiotemporal", "tubelet", s),
-                s,
-                compile=True,
-                attention=["cudnn", "flash", "efficient", "math"],
-            )
-            compiled = max((compiled, cudnn), key=lambda r: r.train_clips_s or 0)
-        timm_ = bench.measure("timm blocks: Model 1", partial(TimmModel1, s), s, compile=True)
-        hf = bench.measure("transformers: ViViT (sdpa)", partial(TransformersModel1, s, "sdpa"), s)
+            entries.append(Entry(name, model_1, compile=True, attention=["cudnn", "flash", "efficient", "math"]))
+        entries += [
+            Entry("timm blocks: Model 1", partial(TimmModel1, s), compile=True),
+            Entry("transformers: ViViT (sdpa)", partial(TransformersModel1, s, "sdpa")),
+        ]
+        ours, *compiled, timm_, hf = bench.side_by_side(s, entries, args.rounds)
         if gpu:
             bench.measure("transformers: ViViT (eager attention)", partial(TransformersModel1, s, "eager"), s)
+        compiled = max(compiled, key=lambda r: r.train_clips_s or 0)
         fastest = max((ours, compiled), key=lambda r: r.train_clips_s or 0)
         bench.meta["ratios"] = {
             "train vs transformers": ratio(fastest.train_clips_s, hf.train_clips_s),
@@ -370,6 +430,9 @@ def run(args: argparse.Namespace) -> Bench:
                 max(ours.infer_clips_s or 0, compiled.infer_clips_s or 0), hf.infer_clips_s
             ),
         }
+        if args.rounds > 1:  # the spread: the same ratio in each round
+            rounds = zip(fastest.notes.get("train rounds", []), hf.notes.get("train rounds", []))
+            bench.meta["ratios"]["train vs transformers, per round"] = [ratio(a, b) for a, b in rounds]
     if "variants" in suites:  # every variant × tokeniser; Models 1 and 2 compiled too on GPU
         for variant in VARIANTS:
             for tokeniser in TOKENISERS:
@@ -462,6 +525,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--frames", type=int, help="clip length (default: 32 on GPU, 16 on CPU)")
     parser.add_argument("--suites", default="peers,variants,frames,long,attention", help="comma-separated subset")
     parser.add_argument("--sweep-frames", type=int, nargs="+", help="default: 8 to 128 on GPU, 8 to 32 on CPU")
+    parser.add_argument(
+        "--rounds", type=int, help="turns the peers take, each a few timed steps (default: 5 on CPU, 1 on GPU)"
+    )
     parser.add_argument("--out", type=Path, help="results folder (JSON and markdown per device)")
     parser.add_argument("--plot", action="store_true", help="plot the frames sweep (needs matplotlib)")
     run(parser.parse_args(argv))
