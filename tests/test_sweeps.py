@@ -129,10 +129,11 @@ def test_wandb_logs_offline_without_an_account(data_dir: Path, tmp_path: Path) -
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*")), proc.stdout[-2000:]
 
 
-def test_plain_command_runs_in_a_new_directory_under_logs(data_dir: Path, tmp_path: Path) -> None:
-    """src/train.py with neither resume= nor hydra.run.dir= (make train): the run gets its own directory
+@pytest.mark.parametrize("resume", [[], ["resume="]], ids=["plain", "empty_resume"])
+def test_plain_command_runs_in_a_new_directory_under_logs(data_dir: Path, tmp_path: Path, resume: list) -> None:
+    """src/train.py with neither resume=<dir> nor hydra.run.dir= (make train): the run gets its own directory
     logs/train/runs/<time>, under the directory it is launched from."""
-    run_train("debug=fdr", f"paths.data_dir={data_dir}", cwd=tmp_path)
+    run_train("debug=fdr", f"paths.data_dir={data_dir}", *resume, cwd=tmp_path)
     (run,) = (tmp_path / "logs" / "train" / "runs").iterdir()
     assert (run / ".hydra" / "config.yaml").is_file() and (run / "train.log").is_file()
 

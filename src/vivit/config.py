@@ -32,9 +32,11 @@ OmegaConf.register_new_resolver("short_name", short_name, replace=True)
 # The launch directory, resolvable before Hydra's runtime config exists (a sweep's directory is
 # resolved then, so paths.* cannot use ${hydra:runtime.cwd}).
 OmegaConf.register_new_resolver("cwd", os.getcwd, replace=True)
-# ${or_else:value,default}: the value unless it is null. oc.select alone falls back only when a key is
-# absent, and train.yaml's resume is present and null (conf/hydra/default.yaml's run directory).
-OmegaConf.register_new_resolver("or_else", lambda value, default: default if value is None else value, replace=True)
+# ${or_else:value,default}: the value unless it is null or empty. oc.select alone falls back only when a
+# key is absent, and train.yaml's resume is present and null (conf/hydra/default.yaml's run directory).
+OmegaConf.register_new_resolver(
+    "or_else", lambda value, default: default if value in (None, "") else value, replace=True
+)
 
 # Numbers or booleans by default that also take some text: key -> the text allowed (None: any).
 TEXT_ALLOWED: dict[str, set[str] | None] = {"trainer.devices": None, "trainer.deterministic": {"warn"}}
