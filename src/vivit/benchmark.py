@@ -241,10 +241,31 @@ class Bench:
             result.notes.update(entry.notes)
             results.append(result)
             with self.failures(result):
-                runs.append((result, self.prepare(entry, s, result)))
-        seconds: dict[int, dict[str, list[float]]] = {id(result): {} for result in results}
+                runs.append((result, self.prepare(entry, s, result), {}))  # {kind: seconds per call, by round}
+        self.take_turns(runs, rounds, s, alone=len(entries) == 1)
+        for result, _, taken in runs:
+            for kind, batch in (("train", s.train_batch), ("infer", s.infer_batch)):
+                if kind in taken and not result.error:
+                    setattr(result, f"{kind}_clips_s", round(batch / statistics.median(taken[kind]), 2))
+                    if rounds > 1:
+                        result.notes[f"{kind} rounds"] = [round(batch / t, 2) for t in taken[kind]]
+            if self.peak and result.gmacs and result.train_clips_s:  # training ≈ 3 forward passes, 2 FLOPs per MAC
+                result.train_mfu = round(6 * result.gmacs * 1e9 * result.train_clips_s / self.peak, 3)
+        del runs  # the models and their optimisers (no other name holds them here)
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        for result in results:
+            self.results.append(result)
+            print(format_result(result), flush=True)
+        self.save()
+        return results
+
+    def take_turns(self, runs: list[tuple[Result, dict, dict]], rounds: int, s: Setting, alone: bool) -> None:
+        """``rounds`` rounds in which each run in turn makes ``s.steps`` timed calls of each kind; the mean
+        time of a call is appended to the run's ``{kind: [seconds, ...]}``."""
         for _ in range(rounds):
-            for result, calls in runs:
+            for result, calls, taken in runs:
                 for kind, (mode, call) in calls.items():
                     if result.error:
                         break
@@ -252,26 +273,9 @@ class Bench:
                         mode()  # model.train() or model.eval()
                         if self.device.type == "cuda":
                             torch.cuda.reset_peak_memory_stats(self.device)
-                        seconds[id(result)].setdefault(kind, []).append(seconds_per_call(call, s.steps, 0, self.device))
-                        if kind == "train" and self.device.type == "cuda" and len(entries) == 1:
+                        taken.setdefault(kind, []).append(seconds_per_call(call, s.steps, 0, self.device))
+                        if kind == "train" and self.device.type == "cuda" and alone:
                             result.train_peak_gib = round(torch.cuda.max_memory_allocated(self.device) / 2**30, 2)
-        del runs
-        gc.collect()
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-        for result in results:
-            for kind, batch in (("train", s.train_batch), ("infer", s.infer_batch)):
-                taken = seconds[id(result)].get(kind)
-                if taken and not result.error:
-                    setattr(result, f"{kind}_clips_s", round(batch / statistics.median(taken), 2))
-                    if rounds > 1:
-                        result.notes[f"{kind} rounds"] = [round(batch / t, 2) for t in taken]
-            if self.peak and result.gmacs and result.train_clips_s:  # training ≈ 3 forward passes, 2 FLOPs per MAC
-                result.train_mfu = round(6 * result.gmacs * 1e9 * result.train_clips_s / self.peak, 3)
-            self.results.append(result)
-            print(format_result(result), flush=True)
-        self.save()
-        return results
 
     @contextmanager
     def failures(self, result: Result) -> Iterator[None]:
