@@ -3,12 +3,17 @@ markdown table and the frames plot. Numbers are not asserted (speed is the bench
 
 from __future__ import annotations
 
+import gc
 import json
+import weakref
+from functools import partial
 from pathlib import Path
 
 import pytest
+import torch
+from torch import nn
 
-from vivit.benchmark import main
+from vivit.benchmark import NUM_CLASSES, Bench, Entry, Setting, build_vivit, main
 
 
 @pytest.mark.slow  # torch.compile of two models on CPU: a minute or more on 2 cores
@@ -48,3 +53,88 @@ def test_benchmark_measures_every_suite_and_writes_its_report(tmp_path: Path) ->
 
 VARIANTS = ("spatiotemporal", "factorised_encoder", "factorised_self_attention", "factorised_dot_product")
 TOKENISERS = ("tubelet", "uniform_frame")
+
+
+def test_a_run_of_some_suites_keeps_the_other_suites_rows_at_the_same_setting(tmp_path: Path) -> None:
+    args = ["--device", "cpu", "--size", "ti", "--frames", "4", "--suites", "frames", "--out", str(tmp_path)]
+    main([*args, "--sweep-frames", "4"])
+    (path,) = tmp_path.glob("*.json")
+    earlier = json.loads(path.read_text())
+    assert [(r["name"], r["frames"], r["suite"]) for r in earlier["results"]] == [
+        ("frames sweep: spatiotemporal", 4, "frames"),
+        ("frames sweep: factorised_encoder", 4, "frames"),
+    ]
+    # As if an earlier run had measured the peers too.
+    peers = {**earlier["results"][0], "name": "transformers: ViViT (sdpa)", "suite": "peers"}
+    earlier["results"].insert(0, peers)
+    earlier["meta"]["ratios"] = {"train vs transformers": "1.50×"}
+    earlier["meta"]["measured"]["peers"] = "2026-01-01, torch 2.11"
+    path.write_text(json.dumps(earlier))
+
+    main([*args, "--sweep-frames", "8"])  # the frames suite again: its rows replaced, the peers' kept
+    report = json.loads(path.read_text())
+    assert [(r["name"], r["frames"]) for r in report["results"]] == [
+        ("transformers: ViViT (sdpa)", 4),
+        ("frames sweep: spatiotemporal", 8),
+        ("frames sweep: factorised_encoder", 8),
+    ]
+    assert report["meta"]["ratios"] == {"train vs transformers": "1.50×"}
+    assert list(report["meta"]["measured"]) == ["peers", "frames"]
+    assert report["meta"]["measured"]["peers"] == "2026-01-01, torch 2.11"
+    assert "Measured: peers 2026-01-01, torch 2.11; frames " in path.with_suffix(".md").read_text()
+
+    main([*args[:5], "8", *args[6:], "--sweep-frames", "8"])  # another setting (8 frames): nothing is kept
+    report = json.loads(path.read_text())
+    assert {r["suite"] for r in report["results"]} == {"frames"} and "ratios" not in report["meta"]
+
+
+def test_an_unknown_suite_is_named() -> None:
+    with pytest.raises(SystemExit, match="unknown peer; the suites are peers, variants"):
+        main(["--device", "cpu", "--suites", "peer,frames"])
+
+
+class MeanHead(nn.Module):
+    """The smallest video classifier, quick to compile."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(3, NUM_CLASSES)
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:  # (B, C, T, H, W) -> (B, K)
+        return self.head(video.mean((2, 3, 4)))
+
+
+def test_the_models_are_freed_before_the_results_are_saved() -> None:
+    built, alive_at_save = [], []
+
+    def build() -> nn.Module:
+        built.append(weakref.ref(model := MeanHead()))
+        return model
+
+    def save() -> None:  # called once side_by_side has freed its models
+        gc.collect()
+        alive_at_save.append([ref() is not None for ref in built])
+
+    bench = Bench(torch.device("cpu"), None)
+    bench.save = save
+    s = Setting("ti", 2, 16, train_batch=2, infer_batch=2, steps=1, warmup=1)
+    bench.side_by_side(s, [Entry("eager", build), Entry("compiled", build, compile=True)], rounds=2)
+    assert alive_at_save == [[False] * 4]  # each entry built on the meta device, then on the CPU
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (run by the device script)")
+def test_training_peak_memory_counts_neither_the_inference_clip_nor_earlier_models() -> None:
+    bench = Bench(torch.device("cuda"), None)
+    s = Setting("ti", 8, 112, train_batch=2, infer_batch=64, steps=2, warmup=2)  # inference clip: 92 MiB
+    build = partial(build_vivit, "spatiotemporal", "tubelet", s)
+    first = bench.measure("first", build, s, infer=False)
+    bench.measure(
+        "compiled, 22 M parameters",
+        partial(build_vivit, "factorised_encoder", "tubelet", Setting("s", 8, 112, 2, 2)),
+        s,
+        compile=True,
+        infer=False,
+    )
+    with_inference = bench.measure("with inference", build, s)
+    without = bench.measure("without inference", build, s, infer=False)
+    assert first.train_peak_gib == with_inference.train_peak_gib == without.train_peak_gib

@@ -13,12 +13,15 @@ Imports only torch, einops, timm and transformers, so it runs on a bare GPU imag
     PYTHONPATH=src python -m vivit.benchmark --out experiments/benchmark/results
 
 Results go to ``<out>/<device>.json`` (written after every measurement) and ``<out>/<device>.md``;
-``--plot`` also draws the frames sweep (needs matplotlib).
+``--plot`` also draws the frames sweep (needs matplotlib). A run of some suites keeps the other suites' rows
+from the device's earlier file at the same setting, each suite dated (``meta["measured"]``), so re-running
+one suite, or a run cut off part way, loses nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import gc
 import json
 import platform
@@ -61,6 +64,7 @@ VARIANTS = {
 }
 TOKENISERS = {"tubelet": TubeletTokeniser, "uniform_frame": UniformFrameTokeniser}
 NUM_CLASSES = 400
+SUITE_META = {"ratios": "peers", "attention_tflops_fwd_bwd": "attention"}  # the suite that writes each key
 
 
 @dataclass
@@ -102,6 +106,7 @@ class Result:
     train_mfu: float | None = None
     error: str | None = None
     notes: dict = field(default_factory=dict)
+    suite: str | None = None
 
 
 def sync(device: torch.device) -> None:
@@ -118,6 +123,13 @@ def seconds_per_call(fn: Callable[[], object], steps: int, warmup: int, device: 
         fn()
     sync(device)
     return (time.perf_counter() - start) / steps
+
+
+def warm_up(mode: Callable[[], object], call: Callable[[], object], calls: int) -> None:
+    """Compilation, kernel choice, allocator caches: ``calls`` untimed calls in ``mode`` (train or eval)."""
+    mode()
+    for _ in range(calls):
+        call()
 
 
 def matmul_peak_flops(device: torch.device) -> float | None:
@@ -194,12 +206,24 @@ class Bench:
         self.peak = matmul_peak_flops(device)
         self.results: list[Result] = []
         self.out = out
+        self.suite: str | None = None  # the suite being measured
         self.meta = {
             "device": self.name,
             "torch": torch.__version__,
             "matmul_peak_tflops": self.peak and round(self.peak / 1e12, 1),
             "threads": torch.get_num_threads(),
+            "measured": {},  # suite: date and torch version
         }
+
+    @contextmanager
+    def measuring(self, suite: str) -> Iterator[None]:
+        """Tags the results measured inside with ``suite``, dated."""
+        self.suite = suite
+        self.meta["measured"][suite] = f"{datetime.date.today().isoformat()}, torch {torch.__version__}"
+        try:
+            yield
+        finally:
+            self.suite = None
 
     def clip(self, s: Setting, batch: int, channels_first: bool = True) -> Tensor:
         shape = (batch, 3, s.frames, s.resolution, s.resolution)
@@ -231,19 +255,28 @@ class Bench:
         median over rounds. Turns spread the slow spells of a shared machine (other tenants, clock changes)
         over all entries alike; on this project's 2-thread CPU they move a single figure by ±10%. Peak memory
         is measured only for an entry that is alone on the device."""
+        alone = len(entries) == 1
         if rounds == 1 and len(entries) > 1:  # no turns: one at a time, each alone on the device
             return [result for entry in entries for result in self.side_by_side(s, [entry])]
         if any(entry.compile for entry in entries):
             torch._dynamo.reset()  # a fresh cache: no recompile limit carried over from earlier models
         results, runs = [], []
         for entry in entries:
-            result = Result(entry.name, s.frames, notes={"compile": entry.compile, "attention": entry.attention})
+            notes = {"compile": entry.compile, "attention": entry.attention}
+            result = Result(entry.name, s.frames, notes=notes, suite=self.suite)
             result.notes.update(entry.notes)
             results.append(result)
             with self.failures(result):
-                runs.append((result, self.prepare(entry, s, result), {}))  # {kind: seconds per call, by round}
-        self.take_turns(runs, rounds, s, alone=len(entries) == 1)
-        for result, _, taken in runs:
+                runs.append((result, self.prepare(entry, s, result, alone), {}))  # {kind: seconds per call, by round}
+        self.take_turns(runs, rounds, s)
+        timings = [(result, taken) for result, _, taken in runs]
+        # Free the models and their optimisers. No name may hold a run's calls: a loop over runs would keep the
+        # last one's model alive through the next measurement (+0.43 GiB after Model 2 on the H200).
+        del runs
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        for result, taken in timings:
             for kind, batch in (("train", s.train_batch), ("infer", s.infer_batch)):
                 if kind in taken and not result.error:
                     setattr(result, f"{kind}_clips_s", round(batch / statistics.median(taken[kind]), 2))
@@ -251,17 +284,13 @@ class Bench:
                         result.notes[f"{kind} rounds"] = [round(batch / t, 2) for t in taken[kind]]
             if self.peak and result.gmacs and result.train_clips_s:  # training ≈ 3 forward passes, 2 FLOPs per MAC
                 result.train_mfu = round(6 * result.gmacs * 1e9 * result.train_clips_s / self.peak, 3)
-        del runs  # the models and their optimisers (no other name holds them here)
-        gc.collect()
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
         for result in results:
             self.results.append(result)
             print(format_result(result), flush=True)
         self.save()
         return results
 
-    def take_turns(self, runs: list[tuple[Result, dict, dict]], rounds: int, s: Setting, alone: bool) -> None:
+    def take_turns(self, runs: list[tuple[Result, dict, dict]], rounds: int, s: Setting) -> None:
         """``rounds`` rounds in which each run in turn makes ``s.steps`` timed calls of each kind; the mean
         time of a call is appended to the run's ``{kind: [seconds, ...]}``."""
         for _ in range(rounds):
@@ -271,11 +300,7 @@ class Bench:
                         break
                     with self.failures(result):
                         mode()  # model.train() or model.eval()
-                        if self.device.type == "cuda":
-                            torch.cuda.reset_peak_memory_stats(self.device)
                         taken.setdefault(kind, []).append(seconds_per_call(call, s.steps, 0, self.device))
-                        if kind == "train" and self.device.type == "cuda" and alone:
-                            result.train_peak_gib = round(torch.cuda.max_memory_allocated(self.device) / 2**30, 2)
 
     @contextmanager
     def failures(self, result: Result) -> Iterator[None]:
@@ -287,9 +312,10 @@ class Bench:
         except ValueError as error:  # e.g. Model 4 with an odd number of heads (ViViT-Ti)
             result.error = str(error).split(";")[0]
 
-    def prepare(self, entry: Entry, s: Setting, result: Result) -> dict[str, tuple[Callable, Callable]]:
+    def prepare(self, entry: Entry, s: Setting, result: Result, alone: bool) -> dict[str, tuple[Callable, Callable]]:
         """Counts the entry's parameters and MACs, builds it on the device and returns its warmed-up timed
-        calls, by kind ("train", "infer"), each with the mode it runs in."""
+        calls, by kind ("train", "infer"), each with the mode it runs in. On GPU, an entry ``alone`` on the
+        device gets the peak memory of a training step, taken before the inference clip exists."""
         torch.manual_seed(0)
         with torch.device("meta"):
             meta = entry.build()
@@ -307,12 +333,14 @@ class Bench:
         calls = {}
         if entry.train:
             calls["train"] = (model.train, self.train_step(model, s, channels_first, attention))
+            warm_up(*calls["train"], s.warmup)
+            if alone and self.device.type == "cuda":  # one more step, measured
+                torch.cuda.reset_peak_memory_stats(self.device)
+                calls["train"][1]()
+                result.train_peak_gib = round(torch.cuda.max_memory_allocated(self.device) / 2**30, 2)
         if entry.infer:
             calls["infer"] = (model.eval, self.infer_call(model, s, channels_first, attention))
-        for mode, call in calls.values():  # warm-up: compilation, kernel choice, allocator caches
-            mode()
-            for _ in range(s.warmup):
-                call()
+            warm_up(*calls["infer"], s.warmup)
         return calls
 
     def train_step(self, model: nn.Module, s: Setting, channels_first: bool, attention) -> Callable[[], None]:
@@ -340,13 +368,24 @@ class Bench:
         return forward
 
     def save(self) -> None:
+        """Writes this run's results, and from the device's earlier file at the same setting the rows and meta
+        of the suites this run has not measured."""
         if self.out is None:
             return
         self.out.mkdir(parents=True, exist_ok=True)
-        stem = self.out / slug(self.name)
-        data = {"meta": self.meta, "results": [asdict(r) for r in self.results]}
-        stem.with_suffix(".json").write_text(json.dumps(data, indent=1))
-        stem.with_suffix(".md").write_text(markdown(self.meta, self.results))
+        path = (self.out / slug(self.name)).with_suffix(".json")
+        meta, results = self.meta, self.results
+        earlier = json.loads(path.read_text()) if path.exists() else None
+        same_setting = earlier and earlier["meta"].get("setting") == json.loads(json.dumps(meta.get("setting")))
+        if same_setting:  # (compared as JSON: the file's tuples are lists)
+            ran = meta["measured"]
+            meta = {key: value for key, value in earlier["meta"].items() if SUITE_META.get(key) not in ran}
+            measured = {**earlier["meta"].get("measured", {}), **ran}
+            meta.update(self.meta, measured={suite: measured[suite] for suite in SUITES if suite in measured})
+            kept = [Result(**row) for row in earlier["results"] if row.get("suite") not in ran]
+            results = sorted(kept + results, key=lambda r: list(SUITES).index(r.suite) if r.suite in SUITES else 0)
+        path.write_text(json.dumps({"meta": meta, "results": [asdict(r) for r in results]}, indent=1))
+        path.with_suffix(".md").write_text(markdown(meta, results))
 
     def get(self, name: str, frames: int | None = None) -> Result | None:
         return next((r for r in self.results if r.name == name and frames in (None, r.frames)), None)
@@ -388,6 +427,8 @@ def markdown(meta: dict, results: list[Result]) -> str:
         "Training: clips/s of a full step with fused AdamW; MFU: 6 × MACs × clips/s ÷ matmul peak. "
         "Rows with rounds took turns with each other; their figure is the median of their rounds.",
         "",
+        "Measured: " + "; ".join(f"{suite} {when}" for suite, when in meta.get("measured", {}).items()) + ".",
+        "",
         "| model | frames | params (M) | GMACs | train clips/s | infer clips/s | train peak GiB | train MFU | notes |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -410,87 +451,108 @@ def run(args: argparse.Namespace) -> Bench:
     else:  # a reduced size that a laptop runs in minutes; ViViT-S, whose 6 heads Model 4 can split (Ti's 3 not)
         s = Setting(args.size or "s", args.frames or 16, 112, train_batch=4, infer_batch=8, steps=5, warmup=2)
     bench.meta["setting"] = asdict(s)
-    suites = set(args.suites.split(","))
-
-    if "peers" in suites:  # Model 1 against its peers: ours (eager and compiled), timm blocks, transformers
-        model_1 = partial(build_vivit, "spatiotemporal", "tubelet", s)
-        name = "ours: spatiotemporal/tubelet"
-        entries = [Entry(name, model_1), Entry(name, model_1, compile=True)]
-        if gpu:  # cuDNN's attention first (Hopper kernels), then flash
-            entries.append(Entry(name, model_1, compile=True, attention=["cudnn", "flash", "efficient", "math"]))
-        entries += [
-            Entry("timm blocks: Model 1", partial(TimmModel1, s), compile=True),
-            Entry("transformers: ViViT (sdpa)", partial(TransformersModel1, s, "sdpa")),
-        ]
-        ours, *compiled, timm_, hf = bench.side_by_side(s, entries, args.rounds)
-        if gpu:
-            bench.measure("transformers: ViViT (eager attention)", partial(TransformersModel1, s, "eager"), s)
-        compiled = max(compiled, key=lambda r: r.train_clips_s or 0)
-        fastest = max((ours, compiled), key=lambda r: r.train_clips_s or 0)
-        bench.meta["ratios"] = {
-            "train vs transformers": ratio(fastest.train_clips_s, hf.train_clips_s),
-            "train vs timm blocks (compiled)": ratio(fastest.train_clips_s, timm_.train_clips_s),
-            "inference vs transformers": ratio(
-                max(ours.infer_clips_s or 0, compiled.infer_clips_s or 0), hf.infer_clips_s
-            ),
-        }
-        if args.rounds > 1:  # the spread: the same ratio in each round
-            rounds = zip(fastest.notes.get("train rounds", []), hf.notes.get("train rounds", []))
-            bench.meta["ratios"]["train vs transformers, per round"] = [ratio(a, b) for a, b in rounds]
-    if "variants" in suites:  # every variant × tokeniser; Models 1 and 2 compiled too on GPU
-        for variant in VARIANTS:
-            for tokeniser in TOKENISERS:
-                build = partial(build_vivit, variant, tokeniser, s)
-                bench.measure(f"ours: {variant}/{tokeniser}", build, s)
-        if gpu and "peers" in suites:  # Model 2 on Model 1's fastest path
-            fe = bench.measure(
-                "ours: factorised_encoder/tubelet",
-                partial(build_vivit, "factorised_encoder", "tubelet", s),
-                s,
-                compile=True,
-                infer=False,
-                attention=compiled.notes["attention"],
-            )
-            bench.meta["ratios"]["factorised encoder vs Model 1, training (compiled)"] = ratio(
-                fe.train_clips_s, compiled.train_clips_s
-            )
-    if "frames" in suites:  # time and memory against frames, Models 1 and 2, one clip per step
-        for frames in args.sweep_frames or ([8, 16, 32, 64, 128] if gpu else [8, 16, 32]):
-            sf = Setting(s.size, frames, s.resolution, train_batch=1, infer_batch=1, steps=3, warmup=1)
-            for variant in ("spatiotemporal", "factorised_encoder"):
-                bench.measure(f"frames sweep: {variant}", partial(build_vivit, variant, "tubelet", sf), sf, infer=False)
-    if "long" in suites and gpu:  # ViViT-L/16x2 Model 1 at 128 frames with activation checkpointing
-        sl = Setting("l", 128, 224, train_batch=2, infer_batch=2, steps=3, warmup=1)
-        for checkpointing in (True, False):
-            build = partial(build_vivit, "spatiotemporal", "tubelet", sl, activation_checkpointing=checkpointing)
-            name = "long clip: ViViT-L/16x2 Model 1"
-            bench.measure(name, build, sl, infer=False, activation_checkpointing=checkpointing)
-    if "attention" in suites and gpu:  # each SDPA backend alone, forward + backward, at Model 1's shape
-        n = 1 + (s.frames // s.patch[0]) * (s.resolution // s.patch[1]) ** 2
-        dim, _, heads = SIZES[s.size]
-        q, k, v = (
-            torch.randn(s.train_batch, heads, n, dim // heads, device=device, dtype=torch.bfloat16, requires_grad=True)
-            for _ in range(3)
-        )
-        flops = 3 * 4 * s.train_batch * heads * n * n * (dim // heads)  # fwd: 2 matmuls × 2; bwd ≈ 2 × fwd
-        timings = {}
-        for backend in ("cudnn", "flash", "efficient"):
-            try:
-                with attention_priority([backend])():
-                    seconds = seconds_per_call(
-                        lambda: F.scaled_dot_product_attention(q, k, v).sum().backward(), 10, 3, device
-                    )
-                timings[backend] = round(flops / seconds / 1e12, 1)
-            except RuntimeError as error:
-                timings[backend] = f"unavailable: {str(error).splitlines()[0][:80]}"
-        bench.meta["attention_tflops_fwd_bwd"] = {"shape": [s.train_batch, heads, n, dim // heads], **timings}
-        print(f"SDPA fwd+bwd TFLOP/s at {bench.meta['attention_tflops_fwd_bwd']}")
+    suites = args.suites.split(",")
+    if unknown := set(suites) - set(SUITES):
+        raise SystemExit(f"--suites: unknown {', '.join(sorted(unknown))}; the suites are {', '.join(SUITES)}")
+    for suite, measure in SUITES.items():
+        if suite in suites and (gpu or suite not in GPU_SUITES):
+            with bench.measuring(suite):
+                measure(bench, s, args)
     bench.save()
     for key, value in bench.meta.get("ratios", {}).items():
         print(f"{key}: {value}")
-    if args.plot and args.out:
+    if args.plot and args.out and "frames" in bench.meta["measured"]:
         plot_frames(bench, args.out / f"{slug(bench.name)}_frames.png")
     return bench
+
+
+def measure_peers(bench: Bench, s: Setting, args: argparse.Namespace) -> None:
+    """Model 1 against its peers: ours (eager and compiled), timm blocks and transformers, and the ratios."""
+    gpu = bench.device.type == "cuda"
+    model_1 = partial(build_vivit, "spatiotemporal", "tubelet", s)
+    name = "ours: spatiotemporal/tubelet"
+    entries = [Entry(name, model_1), Entry(name, model_1, compile=True)]
+    if gpu:  # cuDNN's attention first (Hopper kernels), then flash
+        entries.append(Entry(name, model_1, compile=True, attention=["cudnn", "flash", "efficient", "math"]))
+    entries += [
+        Entry("timm blocks: Model 1", partial(TimmModel1, s), compile=True),
+        Entry("transformers: ViViT (sdpa)", partial(TransformersModel1, s, "sdpa")),
+    ]
+    ours, *compiled, timm_, hf = bench.side_by_side(s, entries, args.rounds)
+    if gpu:
+        bench.measure("transformers: ViViT (eager attention)", partial(TransformersModel1, s, "eager"), s)
+    compiled = max(compiled, key=lambda r: r.train_clips_s or 0)
+    fastest = max((ours, compiled), key=lambda r: r.train_clips_s or 0)
+    bench.meta["ratios"] = {
+        "train vs transformers": ratio(fastest.train_clips_s, hf.train_clips_s),
+        "train vs timm blocks (compiled)": ratio(fastest.train_clips_s, timm_.train_clips_s),
+        "inference vs transformers": ratio(max(ours.infer_clips_s or 0, compiled.infer_clips_s or 0), hf.infer_clips_s),
+    }
+    if args.rounds > 1:  # the spread: the same ratio in each round
+        rounds = zip(fastest.notes.get("train rounds", []), hf.notes.get("train rounds", []))
+        bench.meta["ratios"]["train vs transformers, per round"] = [ratio(a, b) for a, b in rounds]
+
+
+def measure_variants(bench: Bench, s: Setting, args: argparse.Namespace) -> None:
+    """Every variant × tokeniser, eager; on GPU after the peers, Model 2 on Model 1's fastest compiled path."""
+    for variant in VARIANTS:
+        for tokeniser in TOKENISERS:
+            bench.measure(f"ours: {variant}/{tokeniser}", partial(build_vivit, variant, tokeniser, s), s)
+    model_1 = [r for r in bench.results if r.suite == "peers" and r.notes["compile"] and r.name.startswith("ours")]
+    if bench.device.type == "cuda" and model_1:
+        compiled = max(model_1, key=lambda r: r.train_clips_s or 0)
+        build = partial(build_vivit, "factorised_encoder", "tubelet", s)
+        attention = compiled.notes["attention"]
+        fe = bench.measure("ours: factorised_encoder/tubelet", build, s, compile=True, infer=False, attention=attention)
+        bench.meta["ratios"]["factorised encoder vs Model 1, training (compiled)"] = ratio(
+            fe.train_clips_s, compiled.train_clips_s
+        )
+
+
+def measure_long(bench: Bench, s: Setting, args: argparse.Namespace) -> None:
+    """ViViT-L/16x2 Model 1 at 128 frames, 224², with and without activation checkpointing (GPU)."""
+    sl = Setting("l", 128, 224, train_batch=2, infer_batch=2, steps=3, warmup=1)
+    for checkpointing in (True, False):
+        build = partial(build_vivit, "spatiotemporal", "tubelet", sl, activation_checkpointing=checkpointing)
+        name = "long clip: ViViT-L/16x2 Model 1"
+        bench.measure(name, build, sl, infer=False, activation_checkpointing=checkpointing)
+
+
+def measure_attention(bench: Bench, s: Setting, args: argparse.Namespace) -> None:
+    """Each SDPA backend alone, forward + backward, at Model 1's shape (GPU)."""
+    n = 1 + (s.frames // s.patch[0]) * (s.resolution // s.patch[1]) ** 2
+    dim, _, heads = SIZES[s.size]
+    shape = (s.train_batch, heads, n, dim // heads)
+    q, k, v = (torch.randn(shape, device=bench.device, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+    flops = 3 * 4 * s.train_batch * heads * n * n * (dim // heads)  # fwd: 2 matmuls × 2; bwd ≈ 2 × fwd
+    timings = {}
+    for backend in ("cudnn", "flash", "efficient"):
+        try:
+            with attention_priority([backend])():
+                call = lambda: F.scaled_dot_product_attention(q, k, v).sum().backward()  # noqa: E731
+                timings[backend] = round(flops / seconds_per_call(call, 10, 3, bench.device) / 1e12, 1)
+        except RuntimeError as error:
+            timings[backend] = f"unavailable: {str(error).splitlines()[0][:80]}"
+    bench.meta["attention_tflops_fwd_bwd"] = {"shape": list(shape), **timings}
+    print(f"SDPA fwd+bwd TFLOP/s at {bench.meta['attention_tflops_fwd_bwd']}")
+
+
+def measure_frames(bench: Bench, s: Setting, args: argparse.Namespace) -> None:
+    """Time and memory against frames, Models 1 and 2, one clip per step."""
+    for frames in args.sweep_frames or ([8, 16, 32, 64, 128] if bench.device.type == "cuda" else [8, 16, 32]):
+        sf = Setting(s.size, frames, s.resolution, train_batch=1, infer_batch=1, steps=3, warmup=1)
+        for variant in ("spatiotemporal", "factorised_encoder"):
+            bench.measure(f"frames sweep: {variant}", partial(build_vivit, variant, "tubelet", sf), sf, infer=False)
+
+
+SUITES = {  # in the order they run: the frames sweep, the longest and least telling, last
+    "peers": measure_peers,
+    "variants": measure_variants,
+    "long": measure_long,
+    "attention": measure_attention,
+    "frames": measure_frames,
+}
+GPU_SUITES = {"long", "attention"}
 
 
 def plot_frames(bench: Bench, path: Path) -> None:
@@ -527,7 +589,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", help="cuda or cpu (default: cuda when available)")
     parser.add_argument("--size", choices=list(SIZES), help="ViT size (default: b on GPU, s on CPU)")
     parser.add_argument("--frames", type=int, help="clip length (default: 32 on GPU, 16 on CPU)")
-    parser.add_argument("--suites", default="peers,variants,frames,long,attention", help="comma-separated subset")
+    parser.add_argument("--suites", default=",".join(SUITES), help="comma-separated subset")
     parser.add_argument("--sweep-frames", type=int, nargs="+", help="default: 8 to 128 on GPU, 8 to 32 on CPU")
     parser.add_argument(
         "--rounds", type=int, help="turns the peers take, each a few timed steps (default: 5 on CPU, 1 on GPU)"
