@@ -545,7 +545,7 @@ def measure_frames(bench: Bench, s: Setting, args: argparse.Namespace) -> None:
             bench.measure(f"frames sweep: {variant}", partial(build_vivit, variant, "tubelet", sf), sf, infer=False)
 
 
-SUITES = {  # in the order they run: the frames sweep, the longest and least telling, last
+SUITES = {  # in the order they run; the frames sweep, the least telling, last
     "peers": measure_peers,
     "variants": measure_variants,
     "long": measure_long,
