@@ -5,6 +5,9 @@ For a session lent a GPU machine (the image has torch, einops, timm and transfor
 
     PYTHONPATH=src python experiments/benchmark/profile_gpu.py profile OUT    # kernel time by kind
     PYTHONPATH=src python experiments/benchmark/profile_gpu.py autotune OUT   # compile(mode=max-autotune-...)
+
+On the H200 (2026-11-27) the profile is `results/nvidia_h200_profile.json`; max-autotune had not compiled
+after 5 minutes (experiments/benchmark/README.md). Each part writes ``OUT/profile_<part>.json``.
 """
 
 from __future__ import annotations
@@ -77,6 +80,7 @@ def main(part: str, out: Path) -> None:
             seconds = seconds_per_call(step, 10, 0, device)
             report[mode] = round(s.train_batch / seconds, 1)
             print(mode, report[mode], "clips/s", flush=True)
+            (out / f"profile_{part}.json").write_text(json.dumps(report, indent=1))  # each mode as it ends
             del model, step
     print(json.dumps(report, indent=1))
     (out / f"profile_{part}.json").write_text(json.dumps(report, indent=1))
