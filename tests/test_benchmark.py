@@ -129,7 +129,7 @@ def test_training_peak_memory_counts_neither_the_inference_clip_nor_earlier_mode
     build = partial(build_vivit, "spatiotemporal", "tubelet", s)
     first = bench.measure("first", build, s, infer=False)
     bench.measure(
-        "compiled, 22 M parameters",
+        "compiled Model 2, 29 M parameters",
         partial(build_vivit, "factorised_encoder", "tubelet", Setting("s", 8, 112, 2, 2)),
         s,
         compile=True,
@@ -137,4 +137,6 @@ def test_training_peak_memory_counts_neither_the_inference_clip_nor_earlier_mode
     )
     with_inference = bench.measure("with inference", build, s)
     without = bench.measure("without inference", build, s, infer=False)
-    assert first.train_peak_gib == with_inference.train_peak_gib == without.train_peak_gib
+    # Each fault added about 0.1 GiB here (the inference clip, 0.09; Model 2's weights, 0.11): 4 tolerances.
+    peak = pytest.approx(first.train_peak_gib, abs=0.02)
+    assert with_inference.train_peak_gib == peak and without.train_peak_gib == peak
