@@ -1,5 +1,7 @@
-"""`make bench` end to end on CPU at a tiny size: every CPU suite measures its rows, the peers' ratios, the
-markdown table and the frames plot. Numbers are not asserted (speed is the benchmark's report, not a test)."""
+"""The benchmark (`make bench`). End to end on CPU at a tiny size: every CPU suite measures its rows, the peers'
+ratios, the markdown table and the frames plot; numbers are not asserted (speed is the benchmark's report, not a
+test). Also: a run of some suites keeps the others' rows, measured models are freed, and (GPU) what peak memory
+counts."""
 
 from __future__ import annotations
 

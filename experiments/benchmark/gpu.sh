@@ -3,7 +3,7 @@
 # transformers, einops, lightning and torchmetrics; no hydra, av or wandb, which these parts do not import.
 #     bash experiments/benchmark/gpu.sh "$OUT"    # then copy $OUT's files into experiments/benchmark/results/
 # The fast-path and benchmark tests on the GPU, then every suite of `make bench` (on an H200
-# about 10 minutes; the results are written after each measurement, so a cut-off run still returns them, and
+# about 5 minutes, 3 min 47 s of it the suites; the results are written after each measurement, so a cut-off run still returns them, and
 # the committed file's rows of the suites it did not reach are kept, with their dates).
 set -uo pipefail
 out=${1:?usage: bash experiments/benchmark/gpu.sh OUT_DIR}
