@@ -387,9 +387,6 @@ class Bench:
         path.write_text(json.dumps({"meta": meta, "results": [asdict(r) for r in results]}, indent=1))
         path.with_suffix(".md").write_text(markdown(meta, results))
 
-    def get(self, name: str, frames: int | None = None) -> Result | None:
-        return next((r for r in self.results if r.name == name and frames in (None, r.frames)), None)
-
 
 def cpu_name() -> str:
     try:
