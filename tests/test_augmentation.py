@@ -48,7 +48,7 @@ def test_each_randaugment_op_is_the_same_on_every_frame(op: str) -> None:
     video = tv_tensors.Video(frame.expand(4, 3, 40, 48).clone())  # (T, C, H, W) uint8
     magnitudes = ra._AUGMENTATION_SPACE[op][0](ra.num_magnitude_bins, 40, 48)
     magnitude = 0.0 if magnitudes is None else float(magnitudes[ra.magnitude])
-    out = ra._apply_image_or_video_transform(video, op, magnitude, interpolation=ra.interpolation, fill=ra._fill)
+    out = ra.apply(video, [(op, magnitude, (5, 7, 10, 12) if op == "Cutout" else None)])
     assert isinstance(out, tv_tensors.Video) and out.dtype == torch.uint8 and out.shape == video.shape
     assert (out == out[:1]).all()
     unchanged = ("Identity", "AutoContrast", "Solarize")  # noise already spans 0-255; level 15 solarizes nothing
@@ -71,17 +71,14 @@ def test_evaluation_and_switched_off_augmentation() -> None:
     assert torch.equal(evaluation(frames), evaluation(frames))
     off = dict(EVERYTHING, scale_jitter=None, hflip_prob=0.0, colour_jitter_prob=0.0)
     for switched_off in (dict(off, randaugment_layers=0), dict(off, randaugment_magnitude=None)):
-        steps = [type(step).__name__ for step in clip_transform(True, **switched_off).transforms.transforms]
-        assert steps == ["Resize", "RandomCrop", "ToDtype", "Normalize"]
+        transform = clip_transform(True, **switched_off)
+        assert not transform.photometric and transform.prepare(frames)[1] is None  # resize and random crop only
+        assert transform.geometry.resized_size(36, 40) == (30, 33)
 
 
 def test_scale_jitter_scales_height_and_width_independently() -> None:
-    frames = torch.zeros(1, 40, 60, 3, dtype=torch.uint8)
-    transform = clip_transform(True, crop_size=1000, min_resize=40, scale_jitter=(0.9, 1.33), hflip_prob=0.0)
-    sizes = []
-    for _ in range(50):  # the crop pads to 1000: the non-padded extent is the resized frame
-        resized = transform.transforms.transforms[0](tv_tensors.Video(frames.permute(0, 3, 1, 2)))
-        sizes.append(resized.shape[-2:])
+    transform = clip_transform(True, crop_size=24, min_resize=40, scale_jitter=(0.9, 1.33), hflip_prob=0.0)
+    sizes = [transform.geometry.resized_size(40, 60) for _ in range(50)]  # the crop is drawn on this grid
     heights, widths = zip(*sizes, strict=True)
     assert min(heights) >= 36 and max(heights) <= 54 and min(widths) >= 54 and max(widths) <= 80
     ratios = {round(w / h, 2) for h, w in sizes}

@@ -283,10 +283,14 @@ def test_decode_frames_seeks_far_into_a_video(tmp_path: Path, monkeypatch: pytes
             container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
         container.mux(stream.encode())
     indices = [30, 21, 47, 21]
-    from_start = decode_frames(path, indices)
-    monkeypatch.setattr(decoding, "SEEK_THRESHOLD", 10)
-    with av.open(str(path)) as container:  # the seek itself succeeds (no fallback to decoding from the start)
-        assert decoding._decode_after_seek(container.streams.video[0], set(indices)) is not None
+    from_start = _all_frames(path)[indices]
+    keyframes = decoding.frame_index(path).keyframes
+    assert 0 < max(k for k in keyframes if k <= 21)  # so the decoder seeks (to the keyframe before frame 21)
+
+    def no_fallback(*args):
+        raise AssertionError("decoded from the start: the frames after the seek were not found")
+
+    monkeypatch.setattr(decoding, "_decode_from_start", no_fallback)
     assert np.array_equal(decode_frames(path, indices), from_start)
     assert np.abs(from_start[:, 0, 0, 0].astype(int) - [150, 105, 235, 105]).max() <= 4
 

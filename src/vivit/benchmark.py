@@ -64,7 +64,11 @@ VARIANTS = {
 }
 TOKENISERS = {"tubelet": TubeletTokeniser, "uniform_frame": UniformFrameTokeniser}
 NUM_CLASSES = 400
-SUITE_META = {"ratios": "peers", "attention_tflops_fwd_bwd": "attention"}  # the suite that writes each key
+SUITE_META = {
+    "ratios": "peers",
+    "attention_tflops_fwd_bwd": "attention",
+    "loader": "loader",
+}  # the suite that writes each key
 
 
 @dataclass
@@ -434,6 +438,50 @@ def markdown(meta: dict, results: list[Result]) -> str:
         cells = [r.params_m, r.gmacs, r.train_clips_s, r.infer_clips_s, r.train_peak_gib, r.train_mfu]
         row = " | ".join("–" if c is None else str(c) for c in cells)
         lines.append(f"| {r.name} | {r.frames} | {row} | {r.error or notes} |")
+    if "loader" in meta:
+        lines += ["", loader_markdown(meta["loader"])]
+    return "\n".join(lines) + "\n"
+
+
+def loader_markdown(loader: dict) -> str:
+    """The loader suite's tables (:mod:`vivit.data.loader_benchmark`)."""
+    lines = [
+        "## Input pipeline (`--suites loader`)",
+        "",
+        "One training sample on one core (ms, median of "
+        f"{loader['repeats']}); `loader`: every step in the worker (CPU runs); `device`: the photometric ops and "
+        "normalisation run batched on the GPU (the default there), so the worker stops after the geometry.",
+        "",
+        "| file: recipe | open + index | decode | geometry | photometric | normalise | collate | ms (loader) "
+        "| clips/s per core (loader) | ms (device) | clips/s per core (device) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in loader["one_core"].items():
+        s = row["stages_ms"]
+        cells = [s["open_index"], s["decode"], s["geometry"], s["photometric"], s["normalise"], s["collate"]]
+        cells += [row["ms_loader"], row["clips_s_loader"], row["ms_device"], row["clips_s_device"]]
+        lines.append(f"| {name} | " + " | ".join(str(c) for c in cells) + " |")
+    lines += ["", "| file | test views per video | ms per video (all views) |", "|---|---|---|"]
+    for name, row in loader["test_views"].items():
+        lines.append(f"| {name} | {row['views']} | {row['ms_per_video']} |")
+    lines += ["", "| DataLoader | clips/s delivered |", "|---|---|"]
+    lines += [f"| {name} | {rate} |" for name, rate in loader["dataloader_clips_s"].items()]
+    if gpu := loader.get("gpu"):
+        per_core = {name: row["clips_s_device"] for name, row in loader["one_core"].items() if name.endswith(": train")}
+        lines += [
+            "",
+            f"Cores needed to feed the GPU: {gpu['device']}'s training clips/s (`make bench` there, "
+            f"{gpu['setting']['size'].upper()}/16x2 at {gpu['setting']['frames']} frames) ÷ clips/s per core "
+            "of the training recipe with the photometric ops on the GPU.",
+            "",
+            "| model | GPU train clips/s | " + " | ".join(f"cores ({name})" for name in per_core) + " |",
+            "|---|---|" + "---|" * len(per_core),
+        ]
+        for model, rate in gpu.items():
+            if model in ("device", "setting"):
+                continue
+            cores = " | ".join(f"{rate / clips:.1f}" for clips in per_core.values())
+            lines.append(f"| {model} | {rate} | {cores} |")
     return "\n".join(lines) + "\n"
 
 
@@ -542,11 +590,23 @@ def measure_frames(bench: Bench, s: Setting, args: argparse.Namespace) -> None:
             bench.measure(f"frames sweep: {variant}", partial(build_vivit, variant, "tubelet", sf), sf, infer=False)
 
 
+def measure_loader(bench: Bench, s: Setting, args: argparse.Namespace) -> None:
+    """The input pipeline on real video (:mod:`vivit.data.loader_benchmark`; needs PyAV and Lightning)."""
+    try:
+        from vivit.data import loader_benchmark
+    except ImportError as error:  # the GPU image has no PyAV
+        print(f"loader: skipped, {error}")
+        return
+    results = args.out or Path("experiments/benchmark/results")
+    bench.meta["loader"] = loader_benchmark.measure(args.loader_repeats, args.loader_workers, results=results)
+
+
 SUITES = {  # in the order they run; the frames sweep, the least telling, last
     "peers": measure_peers,
     "variants": measure_variants,
     "long": measure_long,
     "attention": measure_attention,
+    "loader": measure_loader,
     "frames": measure_frames,
 }
 GPU_SUITES = {"long", "attention"}
@@ -591,6 +651,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--rounds", type=int, help="turns the peers take, each a few timed steps (default: 5 on CPU, 1 on GPU)"
     )
+    parser.add_argument("--loader-repeats", type=int, default=6, help="loader suite: samples per median")
+    parser.add_argument("--loader-workers", type=int, help="loader suite: DataLoader workers (default: one per CPU)")
     parser.add_argument("--out", type=Path, help="results folder (JSON and markdown per device)")
     parser.add_argument("--plot", action="store_true", help="plot the frames sweep (needs matplotlib)")
     run(parser.parse_args(argv))

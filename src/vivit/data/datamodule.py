@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict
 
+import numpy as np
 import torch
 from lightning import LightningDataModule
 from torch import Tensor
@@ -18,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_co
 from vivit.data.decoding import VideoDecodeError, count_frames, decode_frames, frame_rate, get_decoder
 from vivit.data.resumable import ResumableLoader
 from vivit.data.sampling import clip_indices
-from vivit.data.transforms import clip_transform
+from vivit.data.transforms import Photometric, PhotometricParams, clip_transform, finish_clips
 
 log = logging.getLogger(__name__)
 
@@ -110,10 +111,11 @@ def usable_records(
     return kept
 
 
-class Batch(TypedDict):
+class Batch(TypedDict, total=False):
     """What the loaders yield (pytorchvideo-style dict)."""
 
-    video: Tensor  # (B, C, T, H, W) float32, normalised
+    video: Tensor  # (B, C, T, H, W) float32, normalised; uint8 before the transfer with data.photometric_on=device
+    photometric: list[PhotometricParams | None]  # with data.photometric_on=device, until the transfer: the draws
     label: Tensor  # (B,) int64 with one head; (B, len(heads)) int64, columns in heads order, otherwise
     index: Tensor  # (B,) int64 position of the record in its split (after any training replacement)
     view: Tensor  # (B,) int64 test view of the record: clip view // crops, crop view % crops; 0 otherwise
@@ -123,11 +125,15 @@ class Batch(TypedDict):
 
 def collate_clips(items: list[dict]) -> Batch:
     """``default_collate`` of the clips, plus the videos that failed to decode on the way (each item's
-    ``bad`` paths) as ``bad_videos`` and ``bad_files``. An item with no clip (an evaluation video that
-    failed, with ``data.skip_bad_eval_videos``) is left out; a batch of only such items has just an empty ``label``."""
+    ``bad`` paths) as ``bad_videos`` and ``bad_files``, and the clips' photometric draws as a list (on the
+    device path). An item with no clip (an evaluation video that failed, with ``data.skip_bad_eval_videos``)
+    is left out; a batch of only such items has just an empty ``label``."""
     bad = [path for item in items for path in item.pop("bad")]
     clips = [item for item in items if "video" in item]
+    photometric = [item.pop("photometric") for item in clips if "photometric" in item]
     batch = default_collate(clips) if clips else {"label": torch.empty(0, dtype=torch.int64)}
+    if photometric:
+        batch["photometric"] = photometric
     return {**batch, "bad_videos": torch.tensor(len(bad)), "bad_files": bad}
 
 
@@ -140,7 +146,9 @@ class VideoClipDataset(Dataset):
     Each item lists the videos that failed for it under ``bad``. Evaluation takes ``clips`` evenly spaced
     clips (1: the centre clip), each through every transform when ``transform`` is a sequence (one per
     spatial crop): ``views = clips * crops``. Frames are read with the video backend ``decoder``; with
-    ``target_fps``, ``stride`` counts frames at that rate (:func:`clip_indices`).
+    ``target_fps``, ``stride`` counts frames at that rate (:func:`clip_indices`). A clip is decoded once for
+    all its crops. With ``photometric_on_device``, an item's ``video`` is the uint8 clip and its
+    ``photometric`` the draws that :func:`~vivit.data.transforms.finish_clips` applies after the transfer.
     """
 
     def __init__(
@@ -155,8 +163,11 @@ class VideoClipDataset(Dataset):
         skip_bad: bool = False,
         decoder: str = "pyav",
         target_fps: float | None = None,
+        photometric_on_device: bool = False,
     ) -> None:
         self.records = list(records)
+        self.photometric_on_device = photometric_on_device
+        self._decoded: tuple[tuple[int, int], np.ndarray] | None = None  # the last clip, for its other crops
         self.decoder, self.target_fps = decoder, target_fps
         self.num_frames, self.stride = num_frames, stride
         self.crops = list(transform) if isinstance(transform, Sequence) else [transform]
@@ -195,10 +206,20 @@ class VideoClipDataset(Dataset):
         if self.target_fps:
             rate = (record.fps or frame_rate(record.path, self.decoder)) / self.target_fps
         indices = clip_indices(stop - record.start, self.num_frames, self.stride, offset=offset, rate=rate)
-        frames = decode_frames(record.path, [record.start + i for i in indices], self.decoder)  # (T, H, W, 3) uint8
+        if self._decoded is not None and self._decoded[0] == (index, clip):
+            frames = self._decoded[1]
+        else:
+            frames = decode_frames(record.path, [record.start + i for i in indices], self.decoder)  # (T, H, W, 3)
+            self._decoded = ((index, clip), frames) if len(self.crops) > 1 else None
         labels = [record.labels[head] for head in self.heads]
+        transform = self.crops[crop]
+        if self.photometric_on_device:
+            video, photometric = transform.prepare(frames)  # (C, T, H, W) uint8, and the draws
+            item = {"video": video, "photometric": photometric}
+        else:
+            item = {"video": transform(frames)}  # (C, T, H, W) float
         return {
-            "video": self.crops[crop](frames),  # (C, T, H, W)
+            **item,
             "label": torch.tensor(labels[0] if len(labels) == 1 else labels, dtype=torch.int64),
             "index": torch.tensor(index, dtype=torch.int64),
             "view": torch.tensor(view, dtype=torch.int64),
@@ -237,6 +258,12 @@ class VideoDataModule(LightningDataModule):
     ``torchcodec`` when installed); ``target_fps`` (None: native frames, as ViViT) makes ``stride`` count
     frames resampled to that rate.
 
+    ``photometric_on`` says where colour jitter, RandAugment and normalisation run: ``loader`` (in the
+    DataLoader workers, in parallel: the default on CPU), ``device`` (batched on the accelerator after the
+    transfer, in :meth:`on_after_batch_transfer`: a quarter of the bytes to copy, uint8, and no worker time) or
+    ``auto``: ``device`` when the trainer runs on an accelerator, ``loader`` otherwise. The random draws are made
+    in the workers either way, so both give the same batches.
+
     Validation takes one view of each video: the centre clip, centre crop. Testing takes
     ``test_clips`` evenly spaced clips x ``test_crops`` spatial crops (1: centre; 3: left/centre/right,
     or top/middle/bottom for portrait video), as separate items; under DDP each video goes whole to one
@@ -270,8 +297,12 @@ class VideoDataModule(LightningDataModule):
         skip_bad_eval_videos: bool = False,
         decoder: str = "pyav",
         target_fps: float | None = None,
+        photometric_on: str = "auto",
     ) -> None:
         super().__init__()
+        if photometric_on not in ("auto", "loader", "device"):
+            raise ValueError(f"data.photometric_on must be auto, loader or device, got {photometric_on!r}")
+        self.photometric_on = photometric_on
         self.root = Path(root)
         self.heads = {str(k): int(v) for k, v in dict(heads).items()}  # also turns a Hydra DictConfig into a dict
         if not self.root.exists() and generate is None:
@@ -323,6 +354,7 @@ class VideoDataModule(LightningDataModule):
             randaugment_layers=randaugment_layers,
             randaugment_magnitude=randaugment_magnitude,
         )  # training only
+        self.photometric = Photometric(colour_jitter_prob, randaugment_layers, randaugment_magnitude)
         self.max_bad_videos, self.skip_bad_eval_videos = max_bad_videos, skip_bad_eval_videos
         self.bad_files: dict[str, set[str]] = {}  # split -> videos that failed to decode so far in the run
         self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
@@ -391,7 +423,15 @@ class VideoDataModule(LightningDataModule):
                 skip_bad=self.skip_bad_eval_videos,
                 decoder=self.decoder,
                 target_fps=self.target_fps,
+                photometric_on_device=self.photometric_on_device,
             )
+
+    @property
+    def photometric_on_device(self) -> bool:
+        """Whether the photometric ops and normalisation run after the transfer (``photometric_on``)."""
+        if self.photometric_on == "auto":
+            return self.trainer is not None and self.trainer.strategy.root_device.type != "cpu"
+        return self.photometric_on == "device"
 
     def _loader(self, split: str) -> DataLoader:
         if split not in self.datasets:
@@ -419,6 +459,13 @@ class VideoDataModule(LightningDataModule):
             trainer = self.trainer
             split = "train" if trainer.training else "test" if trainer.testing or trainer.predicting else "val"
             self.report_bad_videos(split, batch["bad_files"])
+        return batch
+
+    def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
+        """On the device path, the photometric ops and normalisation of the batch's uint8 clips, where they now are."""
+        if batch.get("video") is not None and batch["video"].dtype == torch.uint8:
+            params = batch.pop("photometric", None) or [None] * len(batch["video"])
+            batch["video"] = finish_clips(batch["video"], params, self.photometric, self.mean, self.std)
         return batch
 
     def bad_video_marks(self, split: str) -> Tensor:

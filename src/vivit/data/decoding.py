@@ -22,10 +22,6 @@ import torch
 from av.video.reformatter import VideoReformatter
 from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
-# Beyond this frame index, seek to the nearest keyframe instead of decoding from the start
-# (EPIC-KITCHENS segments can start tens of thousands of frames into a video).
-SEEK_THRESHOLD = 300
-
 
 class VideoDecodeError(RuntimeError):
     """A video could not be decoded into the requested frames; the message names the file."""
@@ -111,12 +107,39 @@ def _source(path: Path, decoder: str) -> Decoder:
 # ---------------------------------------------------------------------------------------------- PyAV
 
 
-def _pyav_count_frames(path: Path) -> int:
-    """Counts the packets the decoder would turn into frames, by demuxing (no decoding); container
-    metadata (``stream.frames``) is absent from WebM and not trusted elsewhere."""
-    with av.open(str(path)) as container:
+@dataclass(frozen=True)
+class FrameIndex:
+    """Where a video file's frames are, from one pass over its packets (no decoding): frame i is presented at
+    ``pts[i]`` (sorted; None: some packet has no timestamp) and starts a GOP when i is in ``keyframes``."""
+
+    count: int
+    pts: np.ndarray | None  # (count,) int64
+    keyframes: np.ndarray  # (K,) int64 frame positions, ascending
+
+
+def frame_index(path: str | Path) -> FrameIndex:
+    """The :class:`FrameIndex` of the video file at ``path``, kept per process for the last files read (a
+    re-written file is read again). Container metadata (``stream.frames``) is absent from WebM and not
+    trusted elsewhere: the frames are the packets the decoder would turn into frames."""
+    stat = os.stat(path)
+    return _frame_index(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=1024)
+def _frame_index(path: str, mtime_ns: int, size: int) -> FrameIndex:
+    with av.open(path) as container:
         stream = _video_stream(container, path)
-        return sum(1 for packet in container.demux(stream) if packet.size and not packet.is_discard)
+        pts, keys = [], []
+        for packet in container.demux(stream):
+            if packet.size and not packet.is_discard:
+                pts.append(packet.pts)
+                keys.append(packet.pts if packet.is_keyframe else None)
+    if None in pts:
+        return FrameIndex(len(pts), None, np.zeros(1, dtype=np.int64))
+    order = np.array(pts, dtype=np.int64)
+    order.sort()
+    keyframes = np.searchsorted(order, [key for key in keys if key is not None])
+    return FrameIndex(len(pts), order, np.unique(keyframes))
 
 
 def _pyav_frame_rate(path: Path) -> float:
@@ -125,19 +148,22 @@ def _pyav_frame_rate(path: Path) -> float:
 
 
 def _pyav_decode_frames(path: Path, indices: list[int]) -> np.ndarray:
-    """Decoding stops at the largest index. Far into a file it seeks first, and falls back to decoding from
-    the start if the frame positions after the seek cannot be trusted."""
-    wanted = set(indices)
+    """Seeks to the keyframe before the first wanted frame, decodes up to the last one and converts only the
+    wanted ones. Frames are found by their timestamps (:func:`frame_index`); a file without them (or whose
+    frames are not where they say) is decoded from the start, counting frames."""
+    index, wanted = frame_index(path), set(indices)
+    if max(wanted) >= index.count:
+        raise VideoDecodeError(path, f"no frame at index {max(wanted)} (the video has {index.count})")
     # `with` closes the container even on error: an open one can deadlock forked DataLoader workers.
-    frames = None
-    if min(wanted) >= SEEK_THRESHOLD:
+    frames = {}
+    if index.pts is not None:
         with av.open(str(path)) as container:
-            frames = _decode_after_seek(_video_stream(container, path), wanted)
-    if frames is None:
+            frames = _decode_by_timestamp(_video_stream(container, path), index, wanted)
+    if wanted - frames.keys():  # no timestamps, or frames that are not where their timestamps say
         with av.open(str(path)) as container:
             frames = _decode_from_start(_video_stream(container, path), wanted)
-    if len(frames) < len(wanted):
-        raise VideoDecodeError(path, f"no frame at index {max(wanted - frames.keys())}")
+    if missing := wanted - frames.keys():
+        raise VideoDecodeError(path, f"frame {min(missing)} did not decode (the video has {index.count} packets)")
     return np.stack([frames[i] for i in indices])
 
 
@@ -158,29 +184,19 @@ def _decode_from_start(stream: av.VideoStream, wanted: set[int]) -> dict[int, np
     return frames
 
 
-def _decode_after_seek(stream: av.VideoStream, wanted: set[int]) -> dict[int, np.ndarray] | None:
-    """Seek to the keyframe before the first wanted frame; frame positions come from timestamps.
-
-    Assumes a constant frame rate. Returns None (decode from the start instead) when timestamps are
-    missing or the seek landed after the first wanted frame.
-    """
-    rate, base = stream.average_rate, stream.time_base
-    if not rate or not base:
-        return None
-    origin = stream.start_time or 0
+def _decode_by_timestamp(stream: av.VideoStream, index: FrameIndex, wanted: set[int]) -> dict[int, np.ndarray]:
+    """From the keyframe at or before the first wanted frame (the file's start needs no seek) to the last one."""
     first, last = min(wanted), max(wanted)
-    stream.container.seek(origin + int((first - 0.5) / rate / base), stream=stream, backward=True, any_frame=False)
-    frames: dict[int, np.ndarray] = {}
-    rgb = VideoReformatter()
+    key = int(index.keyframes[max(np.searchsorted(index.keyframes, first, side="right") - 1, 0)])
+    if 0 < key <= first:
+        stream.container.seek(int(index.pts[key]), stream=stream, backward=True, any_frame=False)
+    position = {int(pts): i for i, pts in enumerate(index.pts[: last + 1])}
+    frames, rgb, end = {}, VideoReformatter(), int(index.pts[last])
     for frame in stream.container.decode(stream):
-        if frame.pts is None:
-            return None
-        position = round(float((frame.pts - origin) * base * rate))
-        if first not in frames and position > first:
-            return None
-        if position in wanted:
-            frames[position] = rgb.reformat(frame, format="rgb24").to_ndarray()
-        if position >= last:
+        i = position.get(frame.pts)
+        if i in wanted:
+            frames[i] = rgb.reformat(frame, format="rgb24").to_ndarray()  # (H, W, 3) uint8
+        if frame.pts is None or frame.pts >= end:
             break
     return frames
 
@@ -267,6 +283,6 @@ FRAME_FOLDER = Decoder(lambda folder: _frame_names(folder)[1], None, _decode_jpe
 
 # data.decoder -> its backend for video files, built on first use (torchcodec is an optional package).
 DECODERS: dict[str, Callable[[], Decoder]] = {
-    "pyav": lambda: Decoder(_pyav_count_frames, _pyav_frame_rate, _pyav_decode_frames),
+    "pyav": lambda: Decoder(lambda path: frame_index(path).count, _pyav_frame_rate, _pyav_decode_frames),
     "torchcodec": functools.cache(_torchcodec_decoder),
 }

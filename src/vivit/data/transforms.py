@@ -1,8 +1,13 @@
 """Clip transforms: uint8 frames ``(T, H, W, C)`` in, a normalised model input ``(C, T, H, W)`` out.
 
-torchvision's v2 transforms treat a ``(T, C, H, W)`` ``Video`` as one sample: each random parameter
-(crop, flip, scale, colour, RandAugment op and magnitude) is drawn once and applied to every frame.
-Everything before normalisation works on uint8.
+Three stages, each with one set of random parameters for the whole clip (every frame gets the same crop,
+flip, colour jitter and RandAugment ops):
+
+1. geometry (:class:`ClipGeometry`), in the loader: the crop box, scale jitter included, is drawn in the
+   source frame's pixels and only that region is resized, in uint8; then the flip;
+2. photometric (:class:`Photometric`): colour jitter and RandAugment, drawn in the loader (so they follow the
+   clip's seed) and applied there or, batched, on the GPU after the transfer (``data.photometric_on``);
+3. normalisation: ``(x / 255 - mean) / std``, the only step in float.
 """
 
 from __future__ import annotations
@@ -21,40 +26,100 @@ from torchvision.transforms.v2 import functional as F
 # factor in [1 - 32/255, 1 + 32/255]; DMVR adds a delta of at most 32/255 instead.
 COLOUR_JITTER = dict(brightness=32 / 255, contrast=(0.6, 1.4), saturation=(0.6, 1.4), hue=0.2)
 
+CPU_CHUNK = 4  # frames per chunk of the photometric ops on a CPU
+PhotometricParams = dict[str, Any]  # what Photometric.draw returns: colour jitter's and RandAugment's draws
 
-class ClipTransform:
-    """Resize / crop / flip / colour a clip with one set of random parameters for all its frames, then normalise.
 
-    A class rather than a closure so that it pickles into spawned DataLoader workers.
+class ClipGeometry:
+    """Which region of the frames becomes the ``crop_size`` square, and the flip: uint8 ``(T, C, H, W)`` in and out.
+
+    Training follows DMVR: short side to ``min_resize`` (None: kept), height and width scaled by independent
+    factors from U[``scale_jitter``] (None: 1), a random ``crop_size`` crop of that, a horizontal flip with
+    probability ``hflip_prob``. Evaluation: short side to ``min_resize``, then crop ``index`` of ``count``
+    (:meth:`spatial_offsets`). The crop is drawn on the resized frame's grid but taken from the source:
+    only its region (rounded to whole source pixels, under half a pixel off) is resized, with antialiasing.
+    A resized frame smaller than the crop is resized whole and zero-padded, as ``RandomCrop(pad_if_needed)``
+    and ``CenterCrop`` do.
     """
 
-    def __init__(self, transforms: v2.Transform) -> None:
-        self.transforms = transforms
+    def __init__(
+        self,
+        train: bool,
+        crop_size: int,
+        min_resize: int | None = None,
+        scale_jitter: Sequence[float] | None = None,
+        hflip_prob: float = 0.0,
+        crop: tuple[int, int] = (0, 1),
+    ) -> None:
+        if not 0 <= crop[0] < crop[1]:
+            raise ValueError(f"crop index must be in [0, {crop[1]}), got {crop[0]}")
+        self.train, self.size, self.min_resize = train, crop_size, min_resize
+        self.scale_jitter = None if scale_jitter is None else (float(scale_jitter[0]), float(scale_jitter[1]))
+        self.hflip_prob, self.crop = hflip_prob, crop
 
-    def __call__(self, frames: np.ndarray | Tensor) -> Tensor:
-        video = tv_tensors.Video(torch.as_tensor(frames).permute(0, 3, 1, 2))  # (T, C, H, W) uint8
-        return self.transforms(video).permute(1, 0, 2, 3).contiguous()  # (C, T, H, W) float
+    def resized_size(self, height: int, width: int) -> tuple[int, int]:
+        """The size the frame would be resized to before the crop: DMVR's ``resize_smallest`` (as torchvision's
+        ``Resize(int)``) then, in training, ``scale_jitter_augm``'s two factors (drawn here)."""
+        if self.train and self.scale_jitter is not None:
+            base = 1.0 if self.min_resize is None else self.min_resize / min(height, width)
+            factors = torch.empty(2).uniform_(*self.scale_jitter).tolist()
+            return max(1, round(height * base * factors[0])), max(1, round(width * base * factors[1]))
+        if self.min_resize is None:
+            return height, width
+        short, long = sorted((height, width))
+        long = int(self.min_resize * long / short)
+        return (self.min_resize, long) if height <= width else (long, self.min_resize)
+
+    def spatial_offsets(self, height: int, width: int) -> tuple[int, int]:
+        """Evaluation crop ``index`` of ``count``: evenly spaced along the long side and centred on the short one
+        (``count=3``: left/centre/right, or top/middle/bottom for portrait frames, as Scenic's
+        ``three_spatial_crops``; ``count=1``: the centre crop, as ``CenterCrop``)."""
+        index, count = self.crop
+
+        def start(length: int, along: bool) -> int:
+            if along and count > 1:
+                return round(index * (length - self.size) / (count - 1))
+            return round((length - self.size) / 2)
+
+        return start(height, along=height > width), start(width, along=height <= width)
+
+    def __call__(self, video: Tensor) -> Tensor:
+        height, width = video.shape[-2:]
+        resized = self.resized_size(height, width)
+        if min(resized) < self.size:  # padding needed: the small frame whole, as before the crop-first path
+            video = F.resize(video, list(resized), antialias=True) if resized != (height, width) else video
+            if self.train:
+                video = v2.RandomCrop(self.size, pad_if_needed=True)(video)
+            else:
+                video = F.center_crop(video, [max(resized[0], self.size), max(resized[1], self.size)])  # zero-pads
+                video = F.crop(video, *self.spatial_offsets(*video.shape[-2:]), self.size, self.size)
+        else:
+            if self.train:
+                top, left = (int(torch.randint(side - self.size + 1, ())) for side in resized)
+            else:
+                top, left = self.spatial_offsets(*resized)
+            video = self.crop_resized(video, (top, left), resized)
+        if self.train and self.hflip_prob > 0 and float(torch.rand(())) < self.hflip_prob:
+            video = F.horizontal_flip(video)
+        return video
+
+    def crop_resized(self, video: Tensor, corner: tuple[int, int], resized: tuple[int, int]) -> Tensor:
+        """The ``crop_size`` square at ``corner`` of ``video`` resized to ``resized``, resizing only its region."""
+        if resized == tuple(video.shape[-2:]):
+            return video[..., corner[0] : corner[0] + self.size, corner[1] : corner[1] + self.size]
+        box = []
+        for start, source, target in zip(corner, video.shape[-2:], resized, strict=True):
+            length = min(max(1, round(self.size * source / target)), source)
+            box.append((min(round(start * source / target), source - length), length))
+        (top, height), (left, width) = box
+        region = video[..., top : top + height, left : left + width]
+        return F.resize(region, [self.size, self.size], antialias=True)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.transforms})"
-
-
-class ScaleJitterResize(v2.Transform):
-    """Short side to ``min_resize`` (None: kept), then height and width scaled by independent factors drawn
-    from U[``scale``], in one resize: DMVR's ``resize_smallest`` followed by ``scale_jitter_augm``."""
-
-    def __init__(self, min_resize: int | None, scale: Sequence[float]) -> None:
-        super().__init__()
-        self.min_resize, self.scale = min_resize, (float(scale[0]), float(scale[1]))
-
-    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-        height, width = F.get_size(flat_inputs[0])
-        base = 1.0 if self.min_resize is None else self.min_resize / min(height, width)
-        factors = torch.empty(2).uniform_(*self.scale).tolist()
-        return {"size": [max(1, round(side * base * f)) for side, f in zip((height, width), factors, strict=True)]}
-
-    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        return self._call_kernel(F.resize, inpt, params["size"], antialias=True)
+        return (
+            f"{type(self).__name__}(train={self.train}, crop_size={self.size}, min_resize={self.min_resize}, "
+            f"scale_jitter={self.scale_jitter}, hflip_prob={self.hflip_prob}, crop={self.crop})"
+        )
 
 
 def _levels(num_bins: int, height: int, width: int) -> Tensor:
@@ -78,6 +143,8 @@ class ClipRandAugment(v2.RandAugment):
     at the same place in every frame) and SolarizeAdd added. Each layer picks one of the 11 ops or identity
     uniformly. Image statistics (contrast's mean, equalise and autocontrast histograms) are per frame, as
     torchvision computes them for videos; Scenic computes them over the clip.
+
+    :meth:`draw` makes every random choice (ops, Cutout's square) and :meth:`apply` applies them, on any device.
     """
 
     _AUGMENTATION_SPACE = {
@@ -98,51 +165,135 @@ class ClipRandAugment(v2.RandAugment):
     def __init__(self, num_ops: int, magnitude: int) -> None:
         super().__init__(num_ops=num_ops, magnitude=magnitude, num_magnitude_bins=magnitude + 1)
 
-    def _apply_image_or_video_transform(self, image: Any, transform_id: str, magnitude: float, **kwargs: Any) -> Any:
-        if transform_id == "Solarize":
-            return image if magnitude > 255 else F.solarize(image, threshold=magnitude)
-        if transform_id == "SolarizeAdd":  # uint8
-            added = (image.to(torch.int16) + int(magnitude)).clamp(0, 255).to(image.dtype)
-            return tv_tensors.wrap(torch.where(image < 128, added, image), like=image)
-        if transform_id == "Cutout":
-            height, width = F.get_size(image)
-            y, x = int(torch.randint(height, ())), int(torch.randint(width, ()))
-            pad = int(magnitude)
-            top, left = max(0, y - pad), max(0, x - pad)
-            size = (min(height, y + pad) - top, min(width, x + pad) - left)
-            return F.erase(image, top, left, *size, v=torch.tensor(128, dtype=image.dtype))
-        return super()._apply_image_or_video_transform(image, transform_id, magnitude, **kwargs)
+    def draw(self, height: int, width: int) -> list[tuple[str, float, tuple[int, int, int, int] | None]]:
+        """Each layer's op and argument, and for Cutout its box ``(top, left, height, width)``."""
+        ops = []
+        for _ in range(self.num_ops):
+            op, (magnitudes, _) = self._get_random_item(self._AUGMENTATION_SPACE)
+            values = magnitudes(self.num_magnitude_bins, height, width)
+            magnitude = 0.0 if values is None else float(values[self.magnitude])
+            box = None
+            if op == "Cutout":
+                y, x, pad = int(torch.randint(height, ())), int(torch.randint(width, ())), int(magnitude)
+                top, left = max(0, y - pad), max(0, x - pad)
+                box = (top, left, min(height, y + pad) - top, min(width, x + pad) - left)
+            ops.append((op, magnitude, box))
+        return ops
+
+    def apply(self, video: Tensor, ops: list[tuple[str, float, tuple[int, int, int, int] | None]]) -> Tensor:
+        """``ops`` from :meth:`draw` applied to a uint8 ``(T, C, H, W)`` ``tv_tensors.Video``."""
+        for op, magnitude, box in ops:
+            if op == "Solarize":
+                video = video if magnitude > 255 else F.solarize(video, threshold=magnitude)
+            elif op == "SolarizeAdd":
+                added = (video.to(torch.int16) + int(magnitude)).clamp(0, 255).to(video.dtype)
+                video = tv_tensors.wrap(torch.where(video < 128, added, video), like=video)
+            elif op == "Cutout":
+                video = F.erase(video, *box, v=torch.tensor(128, dtype=video.dtype, device=video.device))
+            else:
+                video = self._apply_image_or_video_transform(
+                    video, op, magnitude, interpolation=self.interpolation, fill=self._fill
+                )
+        return video
+
+    def forward(self, video: Tensor) -> Tensor:
+        return self.apply(video, self.draw(*F.get_size(video)))
 
 
-class SpatialCrop:
-    """Square crop ``index`` of ``count`` of a ``(T, C, H, W)`` clip, for multi-view testing.
+class Photometric:
+    """Colour jitter (:data:`COLOUR_JITTER`, with probability ``colour_jitter_prob``) then RandAugment
+    (:class:`ClipRandAugment`; off when ``randaugment_layers`` or ``randaugment_magnitude`` is 0 or None).
 
-    The crops are evenly spaced along the long side and centred on the short one: with ``count=3``,
-    left/centre/right, or top/middle/bottom for portrait frames (Scenic's ``three_spatial_crops``);
-    ``count=1`` is the centre crop. A frame smaller than the crop is zero-padded first, as ``CenterCrop`` does.
+    :meth:`draw` makes the clip's random choices, in the loader worker under the clip's seed; :meth:`apply`
+    applies them to a uint8 ``(T, C, H, W)`` clip on any device, in the worker or after the transfer to a
+    GPU, with the same result.
     """
 
-    def __init__(self, size: int, index: int = 0, count: int = 1) -> None:
-        if not 0 <= index < count:
-            raise ValueError(f"crop index must be in [0, {count}), got {index}")
-        self.size, self.index, self.count = size, index, count
+    def __init__(self, colour_jitter_prob: float = 0.0, randaugment_layers: int = 0, randaugment_magnitude=None):
+        self.colour_jitter_prob = colour_jitter_prob
+        self.colour_jitter = v2.ColorJitter(**COLOUR_JITTER)
+        on = randaugment_layers > 0 and bool(randaugment_magnitude)
+        self.randaugment = ClipRandAugment(randaugment_layers, randaugment_magnitude) if on else None
 
-    def __call__(self, video: Tensor) -> Tensor:
-        h, w = video.shape[-2:]
-        if h < self.size or w < self.size:
-            video = F.center_crop(video, [max(h, self.size), max(w, self.size)])  # zero-pads
-            h, w = video.shape[-2:]
-        top, left = self._start(h, along=h > w), self._start(w, along=h <= w)
-        return F.crop(video, top, left, self.size, self.size)
+    def __bool__(self) -> bool:
+        return self.colour_jitter_prob > 0 or self.randaugment is not None
 
-    def _start(self, length: int, along: bool) -> int:
-        """Offset on one axis: evenly spaced ``along`` the long side, centred otherwise (as ``CenterCrop``)."""
-        if along and self.count > 1:
-            return round(self.index * (length - self.size) / (self.count - 1))
-        return round((length - self.size) / 2)
+    def draw(self, height: int, width: int) -> PhotometricParams:
+        colour = None
+        if self.colour_jitter_prob > 0 and float(torch.rand(())) < self.colour_jitter_prob:
+            colour = self.colour_jitter.make_params([])
+        ops = self.randaugment.draw(height, width) if self.randaugment is not None else []
+        return {"colour": colour, "randaugment": ops}
+
+    def apply(self, video: Tensor, params: PhotometricParams) -> Tensor:
+        """Every op works on each frame alone (its statistics too), so on a CPU the clip goes through in chunks
+        of :data:`CPU_CHUNK` frames, whose float intermediates stay in the cache: about twice as fast, same result."""
+        if video.device.type == "cpu" and len(video) > CPU_CHUNK:
+            return torch.cat([self.apply(chunk, params) for chunk in video.split(CPU_CHUNK)])
+        video = tv_tensors.Video(video)
+        if params["colour"] is not None:
+            video = self.colour_jitter.transform(video, params["colour"])
+        if params["randaugment"]:
+            video = self.randaugment.apply(video, params["randaugment"])
+        return video.as_subclass(Tensor)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(size={self.size}, index={self.index}, count={self.count})"
+        return f"{type(self).__name__}(colour_jitter_prob={self.colour_jitter_prob}, randaugment={self.randaugment})"
+
+
+def normalise(video: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    """uint8 ``(C, T, H, W)`` or ``(B, C, T, H, W)`` -> float32 ``(x / 255 - mean) / std`` (0.5/0.5 gives [-1, 1])."""
+    shape = (len(mean), 1, 1, 1)
+    mean = torch.tensor(mean, dtype=torch.float32, device=video.device).view(shape)
+    std = torch.tensor(std, dtype=torch.float32, device=video.device).view(shape)
+    return (video.float() / 255 - mean) / std
+
+
+def finish_clips(
+    video: Tensor,
+    params: Sequence[PhotometricParams | None],
+    photometric: Photometric,
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> Tensor:
+    """The clips of a batch from :meth:`ClipTransform.prepare`, uint8 ``(B, C, T, H, W)`` on any device, each
+    with its photometric draws (None: none), augmented and normalised: float ``(B, C, T, H, W)``."""
+    clips = [
+        clip if p is None else photometric.apply(clip.transpose(0, 1), p).transpose(0, 1)
+        for clip, p in zip(video, params, strict=True)
+    ]
+    return normalise(torch.stack(clips) if clips else video, mean, std)
+
+
+class ClipTransform:
+    """Geometry, photometric augmentation and normalisation of a clip, with one set of random draws for all its
+    frames. A class rather than a closure so that it pickles into spawned DataLoader workers.
+
+    ``transform(frames)`` runs all three: ``(T, H, W, C)`` uint8 in, ``(C, T, H, W)`` float out.
+    ``transform.prepare(frames)`` stops before the photometric ops and returns the uint8 ``(C, T, H, W)`` clip
+    and their draws, for :func:`finish_clips` to complete on a batch, on the GPU.
+    """
+
+    def __init__(
+        self, geometry: ClipGeometry, photometric: Photometric, mean: Sequence[float], std: Sequence[float]
+    ) -> None:
+        self.geometry, self.photometric = geometry, photometric
+        self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+    def prepare(self, frames: np.ndarray | Tensor) -> tuple[Tensor, PhotometricParams | None]:
+        video = self.geometry(torch.as_tensor(frames).permute(0, 3, 1, 2))  # (T, C, H, W) uint8
+        params = self.photometric.draw(*video.shape[-2:]) if self.photometric else None
+        return video.permute(1, 0, 2, 3), params  # (C, T, H, W)
+
+    def finish(self, video: Tensor, params: Sequence[PhotometricParams | None]) -> Tensor:
+        return finish_clips(video, params, self.photometric, self.mean, self.std)
+
+    def __call__(self, frames: np.ndarray | Tensor) -> Tensor:
+        video, params = self.prepare(frames)
+        return self.finish(video[None], [params])[0].contiguous()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.geometry}, {self.photometric}, mean={self.mean}, std={self.std})"
 
 
 def clip_transform(
@@ -163,26 +314,12 @@ def clip_transform(
     ``scale_jitter`` (e.g. ``(0.9, 1.33)``; None: off), random ``crop_size`` crop, horizontal flip, colour
     jitter (:data:`COLOUR_JITTER`) with probability ``colour_jitter_prob``, RandAugment
     (:class:`ClipRandAugment`; off when ``randaugment_layers`` is 0 or ``randaugment_magnitude`` is 0 or None).
-    Evaluation: short side to ``min_resize``, then crop j of S spatial views for ``crop=(j, S)``
-    (:class:`SpatialCrop`; the default is the centre crop). Then ``(x / 255 - mean) / std``
-    (0.5/0.5 gives [-1, 1]).
-
-    Crops larger than the frame are zero-padded, in training as in evaluation.
+    Evaluation: short side to ``min_resize``, then crop j of S spatial views for ``crop=(j, S)`` (the
+    default is the centre crop). Then ``(x / 255 - mean) / std`` (0.5/0.5 gives [-1, 1]).
     """
-    steps: list[v2.Transform] = []
-    if train and scale_jitter is not None:
-        steps.append(ScaleJitterResize(min_resize, scale_jitter))
-    elif min_resize is not None:
-        steps.append(v2.Resize(min_resize, antialias=True))
-    if train:
-        steps.append(v2.RandomCrop(crop_size, pad_if_needed=True))
-        if hflip_prob > 0:
-            steps.append(v2.RandomHorizontalFlip(hflip_prob))
-        if colour_jitter_prob > 0:
-            steps.append(v2.RandomApply([v2.ColorJitter(**COLOUR_JITTER)], p=colour_jitter_prob))
-        if randaugment_layers > 0 and randaugment_magnitude:
-            steps.append(ClipRandAugment(randaugment_layers, randaugment_magnitude))
-    else:
-        steps.append(SpatialCrop(crop_size, *crop))
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
-    return ClipTransform(v2.Compose(steps))
+    if not train:
+        return ClipTransform(ClipGeometry(False, crop_size, min_resize, crop=crop), Photometric(), mean, std)
+    geometry = ClipGeometry(True, crop_size, min_resize, scale_jitter, hflip_prob)
+    return ClipTransform(
+        geometry, Photometric(colour_jitter_prob, randaugment_layers, randaugment_magnitude), mean, std
+    )
