@@ -12,7 +12,7 @@ import torch
 
 from conftest import write_bad_video
 from vivit.data import VideoDecodeError, read_epic_kitchens_100
-from vivit.data.datamodule import VideoClipDataset, collate_clips
+from vivit.data.clips import VideoClipDataset, collate_clips
 from vivit.data.transforms import clip_transform
 from vivit.pipeline import build
 from vivit.training.video_classifier import MarkedCount

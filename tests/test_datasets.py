@@ -20,7 +20,7 @@ from hydra.utils import instantiate
 
 from conftest import ROOT, TINY_NET, compose_config, write_bad_video
 from vivit.data import VideoDecodeError, VideoRecord
-from vivit.data.datamodule import VideoClipDataset
+from vivit.data.clips import VideoClipDataset
 from vivit.data.decoding import count_frames
 from vivit.data.kinetics import read_kinetics
 from vivit.data.moving_digits import EPIC_HEADER, write_video

@@ -15,7 +15,7 @@ from torchvision.io import encode_jpeg, write_file
 
 from conftest import compose_config
 from vivit.data import VideoDecodeError, VideoRecord
-from vivit.data.datamodule import VideoClipDataset
+from vivit.data.clips import VideoClipDataset
 from vivit.data.decoding import DECODERS, count_frames, decode_frames, frame_rate, get_decoder
 from vivit.data.moving_digits import EPIC_HEADER, write_video
 from vivit.data.sampling import clip_indices

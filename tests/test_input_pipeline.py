@@ -11,12 +11,13 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as F
 
-from vivit.data import datamodule as datamodule_module
-from vivit.data import decoding
-from vivit.data.datamodule import VideoClipDataset, VideoDataModule, VideoRecord
+from vivit.data import clips, decoding
+from vivit.data.clips import VideoClipDataset
+from vivit.data.datamodule import VideoDataModule
 from vivit.data.epic_kitchens import read_class_names, read_epic_kitchens_100
 from vivit.data.kinetics import read_kinetics
 from vivit.data.loader_benchmark import kinetics_root, sample_video
+from vivit.data.records import VideoRecord
 from vivit.data.sampling import clip_indices
 from vivit.data.transforms import ClipGeometry, clip_transform
 
@@ -143,8 +144,8 @@ def test_test_views_decode_each_clip_once(data_dir: Path, monkeypatch: pytest.Mo
     crops = [clip_transform(False, crop_size=24, crop=(j, 3)) for j in range(3)]
     dataset = VideoClipDataset(records, 4, 2, crops, train=False, heads=["verb"], clips=4)
     calls = []
-    real = datamodule_module.decode_frames
-    monkeypatch.setattr(datamodule_module, "decode_frames", lambda *args: calls.append(args) or real(*args))
+    real = clips.decode_frames
+    monkeypatch.setattr(clips, "decode_frames", lambda *args: calls.append(args) or real(*args))
     views = [dataset[i]["video"] for i in range(len(dataset))]
     assert len(views) == 24 and len(calls) == 8
     record, (clip, crop) = records[1], divmod(7, 3)  # item 19: video 1, clip 2, crop 1

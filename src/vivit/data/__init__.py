@@ -10,20 +10,22 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from vivit.data.datamodule import Batch, VideoClipDataset, VideoDataModule, VideoRecord
+    from vivit.data.clips import Batch, VideoClipDataset
+    from vivit.data.datamodule import VideoDataModule
     from vivit.data.decoding import VideoDecodeError, decode_frames
     from vivit.data.epic_kitchens import read_class_names, read_epic_kitchens_100
     from vivit.data.kinetics import read_kinetics, read_kinetics_class_names
     from vivit.data.moments_in_time import read_moments_class_names, read_moments_in_time
     from vivit.data.moving_digits import generate_moving_digits
+    from vivit.data.records import VideoRecord
     from vivit.data.ssv2 import read_ssv2, read_ssv2_class_names
     from vivit.data.video_csv import read_video_csv, read_video_csv_class_names
 
 _EXPORTS = {
-    "Batch": "datamodule",
-    "VideoClipDataset": "datamodule",
+    "Batch": "clips",
+    "VideoClipDataset": "clips",
     "VideoDataModule": "datamodule",
-    "VideoRecord": "datamodule",
+    "VideoRecord": "records",
     "VideoDecodeError": "decoding",
     "decode_frames": "decoding",
     "read_class_names": "epic_kitchens",

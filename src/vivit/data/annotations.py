@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from vivit.data.datamodule import VideoRecord, usable_records
+from vivit.data.records import VideoRecord, usable_records
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov")  # compared lower-cased: EPIC's .MP4 counts
 

@@ -30,7 +30,8 @@ from vivit.data.sampling import clip_span, resampled_length
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-    from vivit.data.datamodule import VideoDataModule, VideoRecord
+    from vivit.data.datamodule import VideoDataModule
+    from vivit.data.records import VideoRecord
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ def check_data(datamodule: VideoDataModule, splits: Sequence[str] = SPLITS, work
     """Checks the annotation rows of ``splits`` and every video they reference, in ``workers`` processes
     (None: one per CPU; 0 or 1: in this process). Nothing is raised for a bad dataset: it is reported."""
     # Imported here, not at the top: the pool's workers need only the decoder.
-    from vivit.data.datamodule import collect_dropped_rows
+    from vivit.data.records import collect_dropped_rows
 
     found: list[tuple[str, str, str, str, str]] = []  # (split, file, row, problem, severity)
     try:

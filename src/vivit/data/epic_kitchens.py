@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vivit.data.annotations import names_by_index, read_csv
-from vivit.data.datamodule import VideoRecord, usable_records
+from vivit.data.records import VideoRecord, usable_records
 
 FRAMES = {"video": "videos", "rgb_frames": "rgb_frames"}  # frames= -> the folder under P01/
 SPLIT_FILES = {"train": "EPIC_100_train.csv", "val": "EPIC_100_validation.csv", "test": "EPIC_100_validation.csv"}

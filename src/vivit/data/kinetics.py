@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vivit.data.annotations import find_file, index_videos, read_csv, whole_video_records
-from vivit.data.datamodule import VideoRecord
+from vivit.data.records import VideoRecord
 
 SPLIT_FILES = {"train": ("train.csv",), "val": ("val.csv", "validate.csv"), "test": ("test.csv",)}
 _REQUIRED = ("label", "youtube_id", "time_start", "time_end")

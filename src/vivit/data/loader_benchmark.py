@@ -32,8 +32,10 @@ from pathlib import Path
 import torch
 
 from vivit.data import decoding
-from vivit.data.datamodule import VideoClipDataset, VideoDataModule, VideoRecord, collate_clips
+from vivit.data.clips import VideoClipDataset, collate_clips
+from vivit.data.datamodule import VideoDataModule
 from vivit.data.kinetics import read_kinetics
+from vivit.data.records import VideoRecord
 from vivit.data.sampling import clip_indices
 from vivit.data.transforms import clip_transform, normalise
 

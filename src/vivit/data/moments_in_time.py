@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vivit.data.annotations import names_by_index, read_csv, whole_video_records
-from vivit.data.datamodule import VideoRecord
+from vivit.data.records import VideoRecord
 
 SPLITS = {  # split -> (annotation file, video folder)
     "train": ("trainingSet.csv", "training"),

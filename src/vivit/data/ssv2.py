@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vivit.data.annotations import find_file, index_videos, names_by_index, read_csv, read_json, whole_video_records
-from vivit.data.datamodule import VideoRecord
+from vivit.data.records import VideoRecord
 
 LABEL_FILES = {
     "labels": ("something-something-v2-labels.json", "labels.json"),

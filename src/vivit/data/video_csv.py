@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vivit.data.annotations import read_csv, video_files, whole_video_records
-from vivit.data.datamodule import VideoRecord
+from vivit.data.records import VideoRecord
 
 SPLITS = ("train", "val", "test")
 
