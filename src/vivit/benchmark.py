@@ -598,7 +598,9 @@ def measure_loader(bench: Bench, s: Setting, args: argparse.Namespace) -> None:
         print(f"loader: skipped, {error}")
         return
     results = args.out or Path("experiments/benchmark/results")
-    bench.meta["loader"] = loader_benchmark.measure(args.loader_repeats, args.loader_workers, results=results)
+    bench.meta["loader"] = loader_benchmark.measure(
+        args.loader_repeats, args.loader_workers, args.loader_batches, results=results
+    )
 
 
 SUITES = {  # in the order they run; the frames sweep, the least telling, last
@@ -653,6 +655,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--loader-repeats", type=int, default=6, help="loader suite: samples per median")
     parser.add_argument("--loader-workers", type=int, help="loader suite: DataLoader workers (default: one per CPU)")
+    parser.add_argument("--loader-batches", type=int, default=12, help="loader suite: batches of 8 timed per loader")
     parser.add_argument("--out", type=Path, help="results folder (JSON and markdown per device)")
     parser.add_argument("--plot", action="store_true", help="plot the frames sweep (needs matplotlib)")
     run(parser.parse_args(argv))
