@@ -19,6 +19,7 @@ from conftest import TINY_DATA, compose_config, write_bad_video
 from test_configs import assert_fails_before_torch
 from test_datasets import LEVELS, _epic, _kinetics
 from vivit.data.decoding import VideoDecodeError, count_frames, decode_frames, frame_rate
+from vivit.data.loader_benchmark import sample_video
 from vivit.data.moving_digits import write_video
 from vivit.data.prepare import _compare, _key, check_options, reencode, run, target_size
 from vivit.data.records import VideoRecord
@@ -201,7 +202,7 @@ def _indices(frames: np.ndarray) -> list[int]:
 
 
 def test_far_frames_stay_the_same_after_a_seek(tmp_path: Path) -> None:
-    """A 330-frame WebM: the copy (H.264 in Matroska under the same name) gives each frame at its index, with
+    """A 330-frame WebM: the copy (MPEG-4 in Matroska under the same name) gives each frame at its index, with
     keyframes at most 16 frames apart."""
     raw, out = tmp_path / "raw", tmp_path / "prepared"
     (raw / "train" / "cat").mkdir(parents=True)
@@ -215,7 +216,7 @@ def test_far_frames_stay_the_same_after_a_seek(tmp_path: Path) -> None:
     assert frames.shape[1:] == (24, 32, 3) and _indices(frames) == wanted
     with av.open(str(copy)) as container:
         stream = container.streams.video[0]
-        assert stream.codec_context.name == "h264"
+        assert stream.codec_context.name == "mpeg4"
         keyframes = [i for i, p in enumerate(p for p in container.demux(stream) if p.size) if p.is_keyframe]
     assert keyframes[0] == 0 and max(np.diff(keyframes)) <= 16
 
@@ -228,6 +229,9 @@ def test_sizes_one_video_and_options(kinetics, tmp_path: Path) -> None:
     good = kinetics[0] / "train" / "0wR5jVB-WPk_000417_000427.mp4"
     assert reencode(good, tmp_path / "one.mp4", short_side=8).size == (8, 8)
     assert count_frames(tmp_path / "one.mp4") == 16
+    bikes = sample_video("bikes.mp4")  # real content: the quantiser changes the size
+    quality = {q: reencode(bikes, tmp_path / f"q{q}.mp4", short_side=64, qscale=q).output_bytes for q in (2, 12)}
+    assert quality[2] > quality[12]  # mpeg4's quantiser is applied (the qscale flag alone left it to the frames)
     write_bad_video(tmp_path / "bad.mp4", "empty", good)
     with pytest.raises(VideoDecodeError, match="bad.mp4"):
         reencode(tmp_path / "bad.mp4", tmp_path / "two.mp4")
@@ -245,7 +249,8 @@ def test_sizes_one_video_and_options(kinetics, tmp_path: Path) -> None:
         (["format=jpeg"], "format=jpeg: data=kinetics400 cannot read the copy"),
         (["codec=libvpx"], "codec='libvpx': choose one of"),
         (["keyframe_interval=0"], "keyframe_interval=0: expected a whole number from 1"),
-        (["preset=quick"], "preset='quick': choose one of"),
+        (["codec=libx264", "preset=quick"], "preset='quick': choose one of"),
+        (["codec=libx264", "tune=fast"], "tune='fast': choose null or one of"),
         ([f"out={raw / 'prepared'}"], "must be a directory outside data.root"),
     ):
         with pytest.raises(ValueError, match=message):

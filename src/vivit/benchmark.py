@@ -452,13 +452,14 @@ def loader_markdown(loader: dict) -> str:
         f"{loader['repeats']}); `loader`: every step in the worker (CPU runs); `device`: the photometric ops and "
         "normalisation run batched on the GPU (the default there), so the worker stops after the geometry.",
         "",
-        "| file: recipe | open + index | decode | geometry | photometric | normalise | collate | ms (loader) "
-        "| clips/s per core (loader) | ms (device) | clips/s per core (device) |",
+        "| file: recipe | open + index | decode | geometry | photometric | normalise | collate (float / uint8) "
+        "| ms (loader) | clips/s per core (loader) | ms (device) | clips/s per core (device) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in loader["one_core"].items():
         s = row["stages_ms"]
-        cells = [s["open_index"], s["decode"], s["geometry"], s["photometric"], s["normalise"], s["collate"]]
+        collate = f"{s['collate']} / {s.get('collate_uint8', '–')}"
+        cells = [s["open_index"], s["decode"], s["geometry"], s["photometric"], s["normalise"], collate]
         cells += [row["ms_loader"], row["clips_s_loader"], row["ms_device"], row["clips_s_device"]]
         lines.append(f"| {name} | " + " | ".join(str(c) for c in cells) + " |")
     lines += ["", "| file | test views per video | ms per video (all views) |", "|---|---|---|"]

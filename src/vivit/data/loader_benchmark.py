@@ -7,20 +7,20 @@ laid out as a Kinetics-400 root, with the paper's Kinetics recipe from ``conf/da
 ``regularisation=randaugment``):
 
 - one sample on one core, split into open and index (one pass over the packets), seek and decode, geometry
-  (crop, resize, flip), photometric ops, normalisation and collation; clips/s per core for training (with and
+  (crop, resize, flip), photometric ops, normalisation and collation (of float clips, or of uint8 ones when
+  the photometric ops run on the GPU); clips/s per core for training (with and
   without RandAugment) and for a test view set (4 clips x 3 crops), with the photometric ops in the loader
   (``data.photometric_on=loader``) and on the GPU (``device``: the worker stops after the geometry);
 - the training DataLoader with N workers on this machine: clips/s delivered;
 - the cores needed to feed each variant at the training clips/s of the device's GPU results file.
 
-The same clips re-encoded at short side 256 by :mod:`vivit.data.prepare` (``src/prepare_data.py``) are
-measured beside them.
+The same clips re-encoded at short side 256 by :mod:`vivit.data.prepare` (``src/prepare_data.py``, with its
+default MPEG-4 and with H.264) are measured beside them.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import statistics
 import tempfile
 import time
@@ -42,6 +42,7 @@ from vivit.data.transforms import clip_transform, normalise
 SAMPLES = ("bikes.mp4", "bigbuckbunny.mp4")  # 640x272 H.264 with B-frames, 25 fps, 10 s; 1280x720 with audio
 STAGES = ("open_index", "decode", "geometry", "photometric", "normalise")  # then collate, per batch
 CLIP_KEYS = ("num_frames", "stride", "test_clips", "test_crops")  # the recipe's keys that are not the transform's
+PREPARED_CODECS = ("mpeg4", "libx264")  # src/prepare_data.py's default (fastest to decode) and H.264 (smaller)
 CONF = Path(__file__).resolve().parents[3] / "conf"
 RECIPE_KEYS = ("num_frames", "stride", "crop_size", "min_resize", "scale_jitter", "hflip_prob", "colour_jitter_prob")
 
@@ -139,10 +140,15 @@ def train_sample(path: Path, settings: dict, repeats: int) -> dict[str, float]:
                 video = transform.photometric.apply(video.transpose(0, 1), params).transpose(0, 1)
         with timer("normalise"):
             clip = normalise(video, transform.mean, transform.std)
-        items.append({"video": clip, "label": torch.tensor(0), "bad": []})
+        items.append(({"video": clip, "label": torch.tensor(0), "bad": []}, {"video": video, "bad": []}))
     result = {key: round(statistics.median(values), 1) for key, values in stages.items()}
-    batch = items[:8]
-    result["collate"] = round(median_ms(lambda: collate_clips([dict(item) for item in batch]), 5) / len(batch), 2)
+    for stage, batch in (
+        ("collate", [item for item, _ in items[:8]]),
+        ("collate_uint8", [item for _, item in items[:8]]),
+    ):
+        result[stage] = round(
+            median_ms(lambda batch=batch: collate_clips([dict(item) for item in batch]), 5) / len(batch), 2
+        )
     return result
 
 
@@ -182,8 +188,8 @@ def view_set(path: Path, settings: dict, repeats: int) -> dict[str, float]:
 
 def per_sample(stages: dict[str, float], on_device: bool) -> float:
     """Milliseconds of one training sample in the worker: all stages, or (``on_device``) those before the
-    photometric ops, which then run on the GPU."""
-    skipped = ("photometric", "normalise") if on_device else ()
+    photometric ops, which then run on the GPU, and the collation of uint8 clips instead of float ones."""
+    skipped = ("photometric", "normalise", "collate") if on_device else ("collate_uint8",)
     return sum(ms for stage, ms in stages.items() if stage not in skipped)
 
 
@@ -213,13 +219,13 @@ def loader_clips_per_second(root: Path, settings: dict, workers: int, batches: i
     return round(clips / (time.perf_counter() - start), 2)
 
 
-def prepared_copy(video: Path, out: Path, short_side: int = 256) -> Path:
-    """``video`` re-encoded at ``short_side`` by the framework's preparation tool."""
+def prepared_copy(video: Path, out: Path, short_side: int = 256, codec: str = "mpeg4") -> Path:
+    """``video`` re-encoded at ``short_side`` by the framework's preparation tool (its defaults otherwise)."""
     from vivit.data.prepare import reencode
 
-    target = out / f"{video.stem}_{short_side}{video.suffix}"
+    target = out / f"{video.stem}_{short_side}_{codec}{video.suffix}"
     if not target.exists():
-        reencode(video, target, short_side=short_side)
+        reencode(video, target, short_side=short_side, codec=codec)
     return target
 
 
@@ -249,10 +255,10 @@ def measure(repeats: int = 6, workers: int | None = None, batches: int = 12, res
         tmp = Path(tmp)
         raw = {Path(name).stem: sample_video(name) for name in SAMPLES}
         files = dict(raw)
-        try:
-            files.update({f"{name} (short side 256)": prepared_copy(path, tmp) for name, path in raw.items()})
-        except ImportError as error:
-            print(f"loader: no prepared copies ({error})")
+        for codec in PREPARED_CODECS:
+            files.update(
+                {f"{name} (256, {codec})": prepared_copy(path, tmp, codec=codec) for name, path in raw.items()}
+            )
         out: dict = {"repeats": repeats, "one_core": {}, "test_views": {}}
         with one_thread():
             for name, path in files.items():
@@ -269,7 +275,7 @@ def measure(repeats: int = 6, workers: int | None = None, batches: int = 12, res
                     print(f"loader: {name}, {label}: {row}", flush=True)
                 out["test_views"][name] = view_set(path, recipe(), max(2, repeats // 2))
         loaders = {}
-        for name in ("bikes", "bikes (short side 256)"):
+        for name in ("bikes", *(f"bikes (256, {codec})" for codec in PREPARED_CODECS)):
             if name not in files:
                 continue
             root = kinetics_root(tmp / f"root {name}", {"bikes": files[name], "bunny": files[name]})
@@ -278,7 +284,6 @@ def measure(repeats: int = 6, workers: int | None = None, batches: int = 12, res
                 loaders[key] = loader_clips_per_second(root, recipe(), workers, batches, on_device)
                 print(f"loader: {key}: {loaders[key]} clips/s", flush=True)
         out["dataloader_clips_s"] = loaders
-        shutil.rmtree(tmp, ignore_errors=True)
     if results is not None and (gpu := gpu_training_rates(results)):
         out["gpu"] = gpu
     return out

@@ -78,7 +78,7 @@ class Encoding:
     format: str = "video"
     short_side: int = 256
     keyframe_interval: int = 16
-    codec: str = "libx264"
+    codec: str = "mpeg4"
     crf: int = 18
     qscale: int = 3
     preset: str = "fast"
@@ -612,7 +612,7 @@ def check_options(cfg: DictConfig) -> None:
     if cfg.codec not in CODECS:
         raise ValueError(f"codec={cfg.codec!r}: choose one of {list(CODECS)}")
     if cfg.codec not in av.codecs_available:
-        raise ValueError(f"codec={cfg.codec}: this PyAV build has no such encoder; try codec=mpeg4")
+        raise ValueError(f"codec={cfg.codec}: this PyAV build has no such encoder; try another of {list(CODECS)}")
     if cfg.codec == "libx264" and cfg.preset not in PRESETS:
         raise ValueError(f"preset={cfg.preset!r}: choose one of {list(PRESETS)}")
     if cfg.codec == "libx264" and cfg.tune is not None and cfg.tune not in TUNES:
