@@ -124,16 +124,23 @@ class DataCheck:
         keys = ("rows", "dropped", "videos", "unreadable", "notes")
         lines += [f"| {split} | " + " | ".join(str(n[k]) for k in keys) + " |" for split, n in self.splits.items()]
         lines += ["", f"## Problems: {errors} errors, {len(self.problems) - errors} notes", ""]
-        if self.problems:
-            lines += ["| | split | file | rows | problem |", "|---|---|---|---|---|"]
-            for problem in self.problems[:limit]:
-                more = len(problem.rows) - 3
-                rows = ", ".join(problem.rows[:3]) + (f" and {more} more" if more > 0 else "")
-                cells = (problem.severity, problem.split, problem.file, rows, problem.problem)
-                lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
-            if limit is not None and len(self.problems) > limit:
-                lines.append(f"\n... and {len(self.problems) - limit} more")
+        lines += problems_table(self.problems, limit)
         return "\n".join(lines) + "\n"
+
+
+def problems_table(problems: Sequence[Problem], limit: int | None = None) -> list[str]:
+    """Markdown lines of a report's problems, one row each (the first ``limit``; None: all)."""
+    if not problems:
+        return []
+    lines = ["| | split | file | rows | problem |", "|---|---|---|---|---|"]
+    for problem in problems[:limit]:
+        more = len(problem.rows) - 3
+        rows = ", ".join(problem.rows[:3]) + (f" and {more} more" if more > 0 else "")
+        cells = (problem.severity, problem.split, problem.file, rows, problem.problem)
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    if limit is not None and len(problems) > limit:
+        lines.append(f"\n... and {len(problems) - limit} more")
+    return lines
 
 
 def check_data(datamodule: VideoDataModule, splits: Sequence[str] = SPLITS, workers: int | None = None) -> DataCheck:
@@ -146,7 +153,7 @@ def check_data(datamodule: VideoDataModule, splits: Sequence[str] = SPLITS, work
     try:
         datamodule.check_class_counts()
     except Exception as error:
-        found.append(("all", str(datamodule.root), "", _message(error), "error"))
+        found.append(("all", str(datamodule.root), "", error_message(error), "error"))
     records, counts = {}, {}
     for split in splits:
         with collect_dropped_rows() as dropped:
@@ -154,7 +161,7 @@ def check_data(datamodule: VideoDataModule, splits: Sequence[str] = SPLITS, work
                 records[split] = datamodule.annotations(datamodule.root, split)
             except Exception as error:
                 records[split] = []
-                found.append((split, str(datamodule.root), "", _message(error), "error"))
+                found.append((split, str(datamodule.root), "", error_message(error), "error"))
         found += [(split, str(row.file), row.name, f"{row.problem} (row of {row.source})", "error") for row in dropped]
         counts[split] = dict(rows=len(records[split]) + len(dropped), dropped=len(dropped))
 
@@ -187,7 +194,7 @@ def check_data(datamodule: VideoDataModule, splits: Sequence[str] = SPLITS, work
         stride=datamodule.stride,
         splits=counts,
         videos=[{"file": str(c.path), "frames": c.frames, "fps": c.fps, "error": c.error} for c in checks.values()],
-        problems=_grouped(found),
+        problems=grouped(found),
     )
 
 
@@ -233,7 +240,7 @@ def _short(
     )
 
 
-def _grouped(found: list[tuple[str, str, str, str, str]]) -> list[Problem]:
+def grouped(found: list[tuple[str, str, str, str, str]]) -> list[Problem]:
     """One problem per (split, file, problem), listing its rows; errors first, then by split and file."""
     rows: dict[tuple[str, str, str, str], list[str]] = {}
     for split, file, row, problem, severity in found:
@@ -246,7 +253,7 @@ def _grouped(found: list[tuple[str, str, str, str, str]]) -> list[Problem]:
     return sorted(problems, key=lambda p: (p.severity != "error", order.get(p.split, len(order)), p.split, p.file))
 
 
-def _message(error: Exception) -> str:
+def error_message(error: Exception) -> str:
     # The readers' ValueErrors and FileNotFoundErrors name the file; anything else also gets its type.
     return str(error) if isinstance(error, (ValueError, FileNotFoundError)) else f"{type(error).__name__}: {error}"
 

@@ -305,6 +305,8 @@ class PreparedData:
 
     def markdown(self, limit: int | None = None) -> str:
         """Counts, sizes, sample times and the problems (errors first) as Markdown; at most ``limit`` problems."""
+        from vivit.data.check import problems_table
+
         n, size = self.counts, self.bytes
         errors = sum(problem.severity == "error" for problem in self.problems)
         ratio = f" ({size['after'] / size['before']:.0%})" if size["before"] else ""
@@ -330,15 +332,7 @@ class PreparedData:
         lines += [f"- Settings: {settings}.", "", "| split | records | videos | failed |", "|---|---|---|---|"]
         lines += [f"| {split} | {c['records']} | {c['videos']} | {c['failed']} |" for split, c in self.splits.items()]
         lines += ["", f"## Problems: {errors} errors, {len(self.problems) - errors} notes", ""]
-        if self.problems:
-            lines += ["| | split | file | rows | problem |", "|---|---|---|---|---|"]
-            for problem in self.problems[:limit]:
-                more = len(problem.rows) - 3
-                rows = ", ".join(problem.rows[:3]) + (f" and {more} more" if more > 0 else "")
-                cells = (problem.severity, problem.split, problem.file, rows, problem.problem)
-                lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
-            if limit is not None and len(self.problems) > limit:
-                lines.append(f"\n... and {len(self.problems) - limit} more")
+        lines += problems_table(self.problems, limit)
         return "\n".join(lines) + "\n"
 
 
@@ -371,7 +365,7 @@ def prepare_data(
     (None: one per CPU; 0 or 1: this process), then copies the root's other files. ``prepared`` reads the
     copy's annotations (default: ``datamodule.annotations``): its records must be the raw root's, with the
     prepared paths. Nothing is raised for a bad video: it is reported."""
-    from vivit.data.check import _grouped, _message
+    from vivit.data.check import error_message, grouped
     from vivit.data.records import collect_dropped_rows
 
     began = time.perf_counter()
@@ -383,7 +377,7 @@ def prepare_data(
             try:
                 records[split] = datamodule.annotations(root, split)
             except Exception as error:
-                found.append((split, str(root), "", _message(error), "error"))
+                found.append((split, str(root), "", error_message(error), "error"))
         # rows that training leaves out too (unknown label, missing video): python src/check_data.py lists them
         found += [(split, str(row.file), row.name, f"{row.problem}: left out, as from the raw root", "note")
                   for row in dropped]  # fmt: skip
@@ -437,7 +431,7 @@ def prepare_data(
             }
             for r in results.values()
         ],
-        problems=_grouped(found),
+        problems=grouped(found),
     )
 
 
