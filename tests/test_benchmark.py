@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from vivit.benchmark import NUM_CLASSES, Bench, Entry, Setting, build_vivit, main
+from vivit.benchmark import NUM_CLASSES, Bench, Entry, Setting, build_vivit, device_photometric, loader_markdown, main
 
 
 @pytest.mark.slow  # torch.compile of two models on CPU: a minute or more on 2 cores
@@ -184,3 +184,11 @@ def test_loader_suite_times_each_stage_and_the_cores_to_feed_the_gpu(tmp_path: P
     markdown = report.with_suffix(".md").read_text()
     per_core = loader["one_core"]["bikes: train"]["clips_s_device"]
     assert f"| ours: factorised_encoder/tubelet, compiled | 200.0 | {200 / per_core:.1f} |" in markdown
+
+
+def test_device_photometric_times_each_op_set_and_is_reported() -> None:
+    """On a GPU the loader suite times a training batch's photometric ops there (here on CPU, at a toy size)."""
+    timings = device_photometric(torch.device("cpu"), batch=2, frames=2, size=16)
+    ops = ("colour jitter", "colour jitter + RandAugment", "normalisation only")
+    assert all(timings[op]["ms_per_batch"] > 0 for op in ops)
+    assert "| colour jitter + RandAugment |" in loader_markdown({"device_photometric": timings})

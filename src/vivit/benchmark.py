@@ -444,10 +444,25 @@ def markdown(meta: dict, results: list[Result]) -> str:
 
 
 def loader_markdown(loader: dict) -> str:
-    """The loader suite's tables (:mod:`vivit.data.loader_benchmark`)."""
-    lines = [
-        "## Input pipeline (`--suites loader`)",
-        "",
+    """The loader suite's tables (:mod:`vivit.data.loader_benchmark`, and :func:`device_photometric` on a GPU)."""
+    lines = ["## Input pipeline (`--suites loader`)", ""]
+    if device := loader.get("device_photometric"):
+        lines += [
+            f"Photometric ops and normalisation of a training batch on this GPU ({device['batch']} uint8 clips of "
+            f"{device['frames']}×{device['size']}², `data.photometric_on=device`):",
+            "",
+            "| ops | ms per batch | ms per clip |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| {name} | {row['ms_per_batch']} | {row['ms_per_clip']} |"
+            for name, row in device.items()
+            if isinstance(row, dict)
+        ]
+        lines.append("")
+    if "one_core" not in loader:
+        return "\n".join(lines) + "\n"
+    lines += [
         "One training sample on one core (ms, median of "
         f"{loader['repeats']}); `loader`: every step in the worker (CPU runs); `device`: the photometric ops and "
         "normalisation run batched on the GPU (the default there), so the worker stops after the geometry.",
@@ -592,16 +607,40 @@ def measure_frames(bench: Bench, s: Setting, args: argparse.Namespace) -> None:
 
 
 def measure_loader(bench: Bench, s: Setting, args: argparse.Namespace) -> None:
-    """The input pipeline on real video (:mod:`vivit.data.loader_benchmark`; needs PyAV and Lightning)."""
+    """The input pipeline on real video (:mod:`vivit.data.loader_benchmark`; needs PyAV and Lightning) and, on a
+    GPU, the photometric ops and normalisation of a training batch there (torchvision only)."""
+    loader: dict = {}
+    if bench.device.type == "cuda":
+        loader["device_photometric"] = device_photometric(bench.device)
+        print(f"loader: photometric ops on {bench.name}: {loader['device_photometric']}", flush=True)
     try:
         from vivit.data import loader_benchmark
     except ImportError as error:  # the GPU image has no PyAV
-        print(f"loader: skipped, {error}")
-        return
-    results = args.out or Path("experiments/benchmark/results")
-    bench.meta["loader"] = loader_benchmark.measure(
-        args.loader_repeats, args.loader_workers, args.loader_batches, results=results
-    )
+        print(f"loader: real video skipped, {error}")
+    else:
+        results = args.out or Path("experiments/benchmark/results")
+        loader.update(loader_benchmark.measure(args.loader_repeats, args.loader_workers, args.loader_batches, results))
+    bench.meta["loader"] = loader
+
+
+def device_photometric(device: torch.device, batch: int = 16, frames: int = 32, size: int = 224) -> dict:
+    """Milliseconds per batch of ``batch`` uint8 clips for ``finish_clips`` on ``device``: colour jitter (p = 0.8)
+    with and without RandAugment (2 ops, level 15), and normalisation alone (evaluation)."""
+    from vivit.data.transforms import Photometric, finish_clips
+
+    torch.manual_seed(0)
+    video = torch.randint(0, 256, (batch, 3, frames, size, size), dtype=torch.uint8, device=device)
+    out = {}
+    for name, photometric in (
+        ("colour jitter", Photometric(0.8)),
+        ("colour jitter + RandAugment", Photometric(0.8, 2, 15)),
+        ("normalisation only", Photometric()),
+    ):
+        params = [photometric.draw(size, size) if photometric else None for _ in range(batch)]
+        call = partial(finish_clips, video, params, photometric, (0.5,) * 3, (0.5,) * 3)
+        seconds = seconds_per_call(call, steps=5, warmup=2, device=device)
+        out[name] = {"ms_per_batch": round(1000 * seconds, 2), "ms_per_clip": round(1000 * seconds / batch, 3)}
+    return {"batch": batch, "frames": frames, "size": size, **out}
 
 
 SUITES = {  # in the order they run; the frames sweep, the least telling, last
