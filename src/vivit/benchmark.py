@@ -522,6 +522,8 @@ def run(args: argparse.Namespace) -> Bench:
     bench.save()
     for key, value in bench.meta.get("ratios", {}).items():
         print(f"{key}: {value}")
+    if "loader" in bench.meta["measured"] and bench.meta.get("loader"):
+        print(loader_markdown(bench.meta["loader"]))
     if args.plot and args.out and "frames" in bench.meta["measured"]:
         plot_frames(bench, args.out / f"{slug(bench.name)}_frames.png")
     return bench
