@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
+from scipy import ndimage
 from timm.models.vision_transformer import VisionTransformer
 
 from vivit.models import (
@@ -85,12 +86,20 @@ def test_tiled_positional_embedding(checkpoint: Path) -> None:
     assert "tiled over 2 frames" in report.transformed["pos_embed"]
 
 
-def test_positional_grid_is_resized_in_2d(tmp_path: Path) -> None:
-    vit = VisionTransformer(img_size=48, patch_size=P, embed_dim=D, depth=DEPTH, num_heads=HEADS)  # 6×6 grid
-    net = video_net(SpatioTemporal)  # 4×4 grid
+@pytest.mark.parametrize(("before", "after"), [(14, 16), (6, 4)])  # 14 → 16: SSv2's 256 crop on a 224 ViT
+def test_positional_grid_is_resized_as_scenic(before: int, after: int) -> None:
+    """Scenic resizes the image grid with scipy.ndimage.zoom(order=1): bilinear, corners aligned."""
+    vit = VisionTransformer(img_size=before * P, patch_size=P, embed_dim=D, depth=DEPTH, num_heads=HEADS)
+    torch.nn.init.normal_(vit.pos_embed, std=0.5)
+    tokeniser = TubeletTokeniser(D, (T, after * P, after * P), (2, P, P))
+    net = SpatioTemporal(tokeniser, num_classes=5, embed_dim=D, depth=DEPTH, num_heads=HEADS)
     state, report = adapt_image_vit(vit.state_dict(), net)
-    assert state["pos_embed"].shape == net.pos_embed.shape
-    assert "6×6 → 4×4" in report.transformed["pos_embed"]
+    grid = vit.pos_embed[0, 1:].detach().reshape(before, before, D).double().numpy()
+    zoomed = torch.from_numpy(ndimage.zoom(grid, (after / before, after / before, 1), order=1)).float()
+    frame = state["pos_embed"][0, 1 : 1 + after * after].reshape(after, after, D)
+    torch.testing.assert_close(frame, zoomed, rtol=0, atol=1e-6)
+    assert torch.equal(state["pos_embed"][:, :1], vit.pos_embed[:, :1])  # the CLS entry is not resized
+    assert f"{before}×{before} → {after}×{after} (bilinear, corners aligned" in report.transformed["pos_embed"]
 
 
 def test_model_3_with_zero_temporal_attention_is_the_image_vit_per_frame(tmp_path: Path) -> None:

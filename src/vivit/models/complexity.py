@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
 
 __all__ = ["count_macs", "count_params"]
@@ -19,15 +20,20 @@ def count_macs(net: nn.Module, video_shape: Sequence[int]) -> int:
     """Forward multiply-accumulates for one input of ``video_shape`` = (B, C, T, H, W).
 
     Counted by torch's FLOP counter (matmuls, convolutions and the two attention matmuls of
-    SDPA; element-wise ops are ignored), halved because it counts a MAC as two FLOPs. Runs on
-    whatever device ``net`` lives on; build the net under ``torch.device("meta")`` to count
-    a large model without memory or compute.
+    SDPA; element-wise ops are ignored), halved because it counts a MAC as two FLOPs. The
+    forward runs on the meta device whatever device ``net`` lives on (its parameters are swapped
+    for meta tensors, nothing is copied or computed): torch has no FLOP formula for the CPU SDPA
+    kernel, so a forward on the CPU would leave out the attention.
     """
-    param = next(net.parameters())
-    video = torch.empty(*video_shape, device=param.device, dtype=param.dtype)
+    dtype = next(net.parameters()).dtype
+    tensors = {**dict(net.named_parameters()), **dict(net.named_buffers())}
+    meta = {name: torch.empty_like(t, device="meta") for name, t in tensors.items()}
+    video = torch.empty(*video_shape, device="meta", dtype=dtype)
     was_training = net.training
     net.eval()
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        net(video)
-    net.train(was_training)
+    try:
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            functional_call(net, meta, (video,))
+    finally:
+        net.train(was_training)
     return counter.get_total_flops() // 2

@@ -8,7 +8,8 @@ What each target key gets:
 - ``tokeniser.proj``: the image patch kernel. A tubelet kernel (D, C, pt, ph, pw) is inflated:
   ``central_frame`` puts it at slice pt // 2 and zeros elsewhere (Eq. 9), ``average`` puts kernel / pt
   on every slice (Eq. 8), ``random`` keeps the network's own initialisation. The bias is copied.
-- ``pos_embed``: the image grid, resized on the 2-D grid when the patch grid differs, then tiled over
+- ``pos_embed``: the image grid, resized on the 2-D grid when the patch grid differs (as Scenic does:
+  bilinear with the corners aligned, ``resize_grid``; the released-ViViT loaders never resize), then tiled over
   the t token frames, time-major, with the CLS entry kept once in front (Models 1, 3, 4). Model 2's
   spatial encoder takes the grid untiled: one positional embedding shared by all frames.
 - ``cls_token``: the image CLS token, where the variant has one (Model 1 and Model 2's spatial encoder).
@@ -28,7 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -219,7 +220,11 @@ def adapt_image_vit(
 
 
 def resize_grid(grid: Tensor, size: tuple[int, int]) -> tuple[Tensor, str]:
-    """(1, h0·w0, D) -> (1, h·w, D), bilinear on the 2-D grid (as the official code's 'resize')."""
+    """(1, h0·w0, D) -> (1, h·w, D): the official code's 'resize' (Scenic's ``scipy.ndimage.zoom(order=1)``),
+    bilinear on the 2-D grid with the corner entries kept, for every image ViT source: the same weights
+    must give the same network whichever file format holds them. timm's own ``resample_abs_pos_embed``
+    (bicubic, corners not aligned) is not used: on a 14×14 → 16×16 grid of N(0, 0.5²) entries it differs
+    from Scenic's by up to 0.4."""
     n, dim = grid.shape[1], grid.shape[2]
     h0 = int(round(n**0.5))
     if h0 * h0 != n:
@@ -227,9 +232,9 @@ def resize_grid(grid: Tensor, size: tuple[int, int]) -> tuple[Tensor, str]:
     if (h0, h0) == tuple(size):
         return grid, ""
     image = grid.reshape(1, h0, h0, dim).permute(0, 3, 1, 2)  # (1, D, h0, w0)
-    image = torch.nn.functional.interpolate(image.float(), size=size, mode="bilinear", align_corners=False)
+    image = torch.nn.functional.interpolate(image.double(), size=size, mode="bilinear", align_corners=True)
     resized = image.permute(0, 2, 3, 1).reshape(1, size[0] * size[1], dim).to(grid.dtype)
-    return resized, f", grid resized {h0}×{h0} → {size[0]}×{size[1]} (bilinear, 2-D)"
+    return resized, f", grid resized {h0}×{h0} → {size[0]}×{size[1]} (bilinear, corners aligned, as Scenic)"
 
 
 def read_state_dict(source: str | Path) -> dict[str, Tensor]:
@@ -370,6 +375,43 @@ HF_KEYS = {
     "pooler.dense.bias": "pre_logits.fc.bias",
 }
 HF_GELU = {"gelu": "none", "gelu_fast": "tanh", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}
+# Every transformers VivitConfig field that changes a loaded model's numbers -> (transformers' default, the
+# setting here that reproduces it, or None where none does; the network's value in that setting's terms).
+# Dropouts and initializer_range do not change a loaded model: a run's own regularisation applies.
+HF_VIVIT_CONFIG: dict[str, tuple[object, str | None, Callable[[VideoTransformer], object]]] = {
+    "hidden_size": (768, "backbone.embed_dim", lambda net: net.embed_dim),
+    "num_hidden_layers": (12, "backbone.depth", lambda net: len(net.blocks)),
+    "num_attention_heads": (12, "backbone.num_heads", lambda net: net.blocks[0].attn.num_heads),
+    "intermediate_size": (3072, "backbone.mlp_ratio", lambda net: net.blocks[0].mlp.fc1.out_features / net.embed_dim),
+    "hidden_act": ("gelu_fast", "model.net.gelu", lambda net: net.blocks[0].mlp.act.approximate),
+    "qkv_bias": (True, "+model.net.qkv_bias", lambda net: net.blocks[0].attn.qkv.bias is not None),
+    "layer_norm_eps": (1e-6, None, lambda net: net.norm.eps),
+    "num_frames": (32, "data.num_frames", lambda net: net.tokeniser.video_size[0]),
+    "image_size": (224, "data.crop_size", lambda net: net.tokeniser.video_size[1]),
+    "tubelet_size": ([2, 16, 16], "model.net.tokeniser.patch_size", lambda net: list(net.tokeniser.patch_size)),
+    "num_channels": (3, "+model.net.tokeniser.in_chans", lambda net: net.tokeniser.in_chans),
+    "num_labels": (2, "data.num_classes", lambda net: net.num_classes),
+}
+HF_VIVIT_AS = {  # config.json's value -> the setting's; None: no setting reproduces it
+    "intermediate_size": lambda value, config: value / config["hidden_size"],
+    "hidden_act": lambda value, config: HF_GELU.get(value),
+}
+
+
+def hf_vivit_mismatches(config: Mapping, net: VideoTransformer) -> list[str]:
+    """The fields of a transformers ViViT config.json (absent ones at transformers' defaults) that the
+    network does not reproduce, each naming the setting to change."""
+    values = {name: config.get(name, default) for name, (default, _, _) in HF_VIVIT_CONFIG.items()}
+    if "id2label" in config:  # transformers writes the class names; num_labels is their count
+        values["num_labels"] = len(config["id2label"])
+    mismatches = []
+    for name, (_, key, ours) in HF_VIVIT_CONFIG.items():
+        value, have = values[name], ours(net)
+        wanted = HF_VIVIT_AS[name](value, values) if name in HF_VIVIT_AS else value
+        if wanted != have:
+            how = f"needs {key}={wanted!r}" if key and wanted is not None else "cannot be reproduced here"
+            mismatches.append(f"{name}={value!r} {how} (the network has {have!r})")
+    return mismatches
 
 
 def is_transformers_vit(state: Mapping[str, Tensor]) -> bool:
@@ -404,15 +446,19 @@ def transformers_to_timm(hf: Mapping[str, Tensor], source: str = "checkpoint") -
 
 
 def adapt_hf_vivit(
-    vivit: Mapping[str, Tensor], net: VideoTransformer, source: str = "ViViT checkpoint"
+    vivit: Mapping[str, Tensor], net: VideoTransformer, source: str = "ViViT checkpoint", config: Mapping | None = None
 ) -> tuple[dict[str, Tensor], InitReport]:
     """A transformers ViViT state dict, in timm key names (``transformers_to_timm``) -> Model 1's keys,
-    classifier included; every key must match."""
+    classifier included; every key must match, and every field of its ``config`` (config.json) that
+    changes the numbers (``HF_VIVIT_CONFIG``)."""
     if not isinstance(net, SpatioTemporal) or net.pool != "cls":
         raise InitError(
             f"{source}: a transformers ViViT checkpoint is Model 1 with a CLS token: "
             "use model=spatiotemporal with model.net.pool=cls"
         )
+    mismatches = hf_vivit_mismatches(config, net) if config is not None else []
+    if mismatches:
+        raise InitError(f"{source}/config.json does not fit the network: {'; '.join(mismatches)}")
     state = {k.replace("patch_embed.proj", "tokeniser.proj"): v for k, v in vivit.items()}
     target = net.state_dict()
     missing, unexpected = sorted(set(target) - set(state)), sorted(set(state) - set(target))
@@ -430,8 +476,9 @@ def adapt_hf_vivit(
 class HFViViTInit:
     """``init(net)``: load a transformers ViViT checkpoint directory (config.json + weights) into Model 1.
 
-    The network must have the checkpoint's sizes, including its classifier; the activation is checked
-    against config.json. ``labels`` holds the class names after loading.
+    Every config.json field that changes the numbers (HF_VIVIT_CONFIG: sizes, tubelet, frames, classes,
+    activation, qkv bias, LayerNorm eps) must match the network, or loading is refused naming the field and
+    the setting to change. ``labels`` holds the class names after loading.
     """
 
     def __init__(self, source: str) -> None:
@@ -444,14 +491,7 @@ class HFViViTInit:
         if not config_path.is_file():
             raise FileNotFoundError(f"init.source={self.source!r} has no config.json (a transformers ViViT directory)")
         config = json.loads(config_path.read_text())
-        gelu = HF_GELU.get(config.get("hidden_act", "gelu"))
-        block_gelu = net.blocks[0].mlp.act.approximate
-        if gelu != block_gelu:
-            raise InitError(
-                f"{root}: hidden_act={config.get('hidden_act')!r} needs model.net.gelu={gelu!r}, "
-                f"the network has {block_gelu!r}"
-            )
-        state, report = adapt_hf_vivit(read_state_dict(root), net, source=str(root))
+        state, report = adapt_hf_vivit(read_state_dict(root), net, source=str(root), config=config)
         net.load_state_dict(state, strict=True)
         report.mean, report.std = ZERO_CENTRED  # ViViT's pixels are x/127.5 - 1
         id2label = config.get("id2label") or {}
