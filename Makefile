@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 PIP_NOISE := is ignored: it is neither a file nor a directory
 export PYTHONUNBUFFERED := 1
-export HYDRA_FULL_ERROR := 1
+# Hydra's short error messages, as without make; `HYDRA_FULL_ERROR=1 make train ...` for a full stack trace.
 
 .PHONY: help install train test test-slow test-all bench lint format clean
 

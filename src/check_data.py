@@ -6,15 +6,18 @@ Exits with 1 when rows are dropped or videos do not decode (the report lists the
 import hydra
 from omegaconf import DictConfig
 
-import vivit.config  # noqa: F401  the resolvers that conf/ uses (${cwd:})
-from vivit.data.check import run
+from vivit.config import check_command_line, check_config  # no torch: fails a bad command at once
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="check_data")
 def main(cfg: DictConfig) -> None:
+    check_config(cfg)
+    from vivit.data.check import run  # torch, through the decoder
+
     if status := run(cfg):
         raise SystemExit(status)
 
 
 if __name__ == "__main__":
+    check_command_line("check_data")  # keys that no config has, before Hydra composes
     main()

@@ -3,7 +3,7 @@
 import hydra
 from omegaconf import DictConfig
 
-from vivit.config import check_config  # no torch: a bad config fails before the seconds of imports below
+from vivit.config import check_command_line, check_config  # no torch: fails a bad command at once
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
@@ -15,4 +15,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_command_line("eval")  # keys that no config has, before Hydra composes
     main()

@@ -8,14 +8,12 @@ is done. Exits with 1 when a video could not be prepared (the report lists it), 
 import hydra
 from omegaconf import DictConfig
 
-from vivit.config import check_config  # no torch: a bad config fails before the seconds of imports below
-from vivit.data.prepare import check_options  # PyAV only
+from vivit.config import check_command_line, check_config  # no torch: fails a bad command at once
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="prepare_data")
 def main(cfg: DictConfig) -> None:
     check_config(cfg)
-    check_options(cfg)
     from vivit.data.prepare import run  # torch, through the decoder
 
     if status := run(cfg):
@@ -23,4 +21,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_command_line("prepare_data")  # keys that no config has, before Hydra composes
     main()

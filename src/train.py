@@ -1,9 +1,12 @@
 """Train a ViViT variant: python src/train.py model=factorised_encoder data=moving_digits [key=value ...]"""
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
-from vivit.config import check_config  # no torch: a bad config fails before the seconds of imports below
+from vivit.config import check_command_line, check_config  # no torch: fails a bad command at once
+from vivit.run_directory import with_run_overrides
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
@@ -16,4 +19,6 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    sys.argv[1:] = with_run_overrides(sys.argv[1:])  # resume=<run dir>: that run's overrides, then this command's
+    check_command_line("train")  # keys that no config has, before Hydra composes
     main()

@@ -7,12 +7,15 @@ import shutil
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 
-from conftest import write_bad_video
+from conftest import TINY_NET, compose_config, write_bad_video
 from vivit.data import VideoDecodeError, read_epic_kitchens_100
 from vivit.data.clips import VideoClipDataset, collate_clips
+from vivit.data.decoding import count_frames
+from vivit.data.moving_digits import write_video
 from vivit.data.transforms import clip_transform
 from vivit.pipeline import build
 from vivit.training.video_classifier import MarkedCount
@@ -109,3 +112,55 @@ def test_evaluation_can_skip_and_report_bad_videos(tiny_cfg, data_dir: Path, tmp
         "9 of 24 videos failed to decode and are left out, 15 evaluated" in r.getMessage() for r in caplog.records
     )
     assert torch.isfinite(torch.tensor(val["val/loss"]))
+
+
+def write_cut_video(path: Path, keep: int | float, noise: bool = False) -> None:
+    """A 3 s, 36-frame video at 12 fps cut to its first ``keep`` bytes (an int) or fraction of them (a float), as
+    an interrupted download leaves it: its header still declares 3 s. Its frames are a grey ramp, or noise (whose
+    bytes grow with the frames: the first 1,024 bytes then hold no whole frame)."""
+    rng = np.random.default_rng(0)
+    ramp = np.arange(36, dtype=np.uint8)[:, None, None, None] * 7
+    frames = rng.integers(0, 256, (36, 32, 32, 3), dtype=np.uint8) if noise else np.broadcast_to(ramp, (36, 32, 32, 3))
+    write_video(path, np.ascontiguousarray(frames), 12)
+    data = path.read_bytes()
+    path.write_bytes(data[: keep if isinstance(keep, int) else int(len(data) * keep)])
+
+
+@pytest.mark.parametrize(
+    ("suffix", "keep", "noise", "reason"),
+    [
+        (".webm", 1024, False, r"it ends early: its \d+ frames cover [\d.]+ s of the 3.00 s its header declares"),
+        (".webm", 1024, True, "the video stream has no frames"),
+        (".webm", 0.55, True, "it ends early"),
+        (".mp4", 0.55, True, "InvalidDataError"),  # the MP4's index (moov) is at its end
+    ],
+)
+def test_a_video_that_ends_early_is_a_bad_video(suffix, keep, noise: bool, reason: str, tmp_path: Path) -> None:
+    """Issue 17.20: a WebM cut short opens with a video stream and fewer frames, or none, and was decoded as a
+    short video; a video short by design (its header says so) still is one."""
+    write_cut_video(tmp_path / f"cut{suffix}", keep, noise)
+    with pytest.raises(VideoDecodeError, match=f"cut{suffix}: {reason}"):
+        count_frames(tmp_path / f"cut{suffix}")
+    write_video(tmp_path / f"short{suffix}", np.zeros((4, 32, 32, 3), dtype=np.uint8), 12)
+    assert count_frames(tmp_path / f"short{suffix}") == 4
+
+
+def test_a_video_that_ends_early_is_named_in_evaluation(tmp_path: Path, caplog) -> None:
+    """Issue 17.20: eval on an SSv2 root with one test WebM cut to its first 1,024 bytes (14 of its 36 frames
+    left) raises naming it, or, with data.skip_bad_eval_videos=true, evaluates the other video and counts it."""
+    from test_datasets import _ssv2
+
+    root = tmp_path / "ssv2"
+    _ssv2(root)
+    cut = root / "20bn-something-something-v2" / "9001.webm"
+    write_cut_video(cut, 1024)
+    small = ["data.num_frames=4", "data.crop_size=32", "data.min_resize=null", "data.batch_size=2"]
+    overrides = ["data=ssv2", f"data.root={root}", *small, "data.num_workers=0", "model=factorised_encoder", *TINY_NET]
+    datamodule, model = build(compose_config("train", overrides, tmp_path))
+    with pytest.raises(VideoDecodeError, match=f"{cut}: it ends early"):
+        _trainer().test(model, datamodule=datamodule)
+    datamodule, model = build(compose_config("train", [*overrides, "data.skip_bad_eval_videos=true"], tmp_path))
+    with caplog.at_level(logging.WARNING):
+        (test,) = _trainer().test(model, datamodule=datamodule)
+    assert test["test/bad_videos"] == 1 and test["test/videos"] == 1
+    assert any(f"{cut}: it ends early" in r.getMessage() for r in caplog.records)

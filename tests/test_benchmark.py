@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import json
 import weakref
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
@@ -15,7 +16,21 @@ import pytest
 import torch
 from torch import nn
 
-from vivit.benchmark import NUM_CLASSES, Bench, Entry, Setting, build_vivit, device_photometric, loader_markdown, main
+from vivit.benchmark import (
+    DEFAULT_SETTINGS,
+    NUM_CLASSES,
+    SIZES,
+    Bench,
+    Entry,
+    Setting,
+    build_vivit,
+    cpu_name,
+    device_photometric,
+    loader_markdown,
+    main,
+    measure_variants,
+    slug,
+)
 
 
 @pytest.mark.slow  # torch.compile of two models on CPU: a minute or more on 2 cores
@@ -57,10 +72,14 @@ VARIANTS = ("spatiotemporal", "factorised_encoder", "factorised_self_attention",
 TOKENISERS = ("tubelet", "uniform_frame")
 
 
-def test_a_run_of_some_suites_keeps_the_other_suites_rows_at_the_same_setting(tmp_path: Path) -> None:
+def test_a_run_of_some_suites_keeps_the_other_suites_rows_at_the_same_setting(tmp_path: Path, capsys) -> None:
+    committed = tmp_path / f"{slug(cpu_name())}.json"  # the results at the CPU's default setting (make bench)
+    committed.write_text(json.dumps({"meta": {"setting": asdict(DEFAULT_SETTINGS["cpu"])}, "results": []}))
     args = ["--device", "cpu", "--size", "ti", "--frames", "4", "--suites", "frames", "--out", str(tmp_path)]
     main([*args, "--sweep-frames", "4"])
-    (path,) = tmp_path.glob("*.json")
+    path = committed.with_name(f"{committed.stem}_ti_4f.json")  # another setting: a file of its own
+    assert f"results: {path.with_suffix('')}.json and .md" in capsys.readouterr().out
+    assert json.loads(committed.read_text())["results"] == [] and not committed.with_suffix(".md").exists()
     earlier = json.loads(path.read_text())
     assert [(r["name"], r["frames"], r["suite"]) for r in earlier["results"]] == [
         ("frames sweep: spatiotemporal", 4, "frames"),
@@ -85,9 +104,25 @@ def test_a_run_of_some_suites_keeps_the_other_suites_rows_at_the_same_setting(tm
     assert report["meta"]["measured"]["peers"] == "2026-01-01, torch 2.11"
     assert "Measured: peers 2026-01-01, torch 2.11; frames " in path.with_suffix(".md").read_text()
 
-    main([*args[:5], "8", *args[6:], "--sweep-frames", "8"])  # another setting (8 frames): nothing is kept
-    report = json.loads(path.read_text())
-    assert {r["suite"] for r in report["results"]} == {"frames"} and "ratios" not in report["meta"]
+    main([*args[:5], "8", *args[6:], "--sweep-frames", "8"])  # another setting (8 frames): another file
+    assert json.loads(path.read_text()) == report
+    eight = json.loads(path.with_name(f"{committed.stem}_ti_8f.json").read_text())
+    assert {r["suite"] for r in eight["results"]} == {"frames"} and "ratios" not in eight["meta"]
+
+    main([*args[:6], "--suites", "attention", "--out", str(tmp_path), "--name", "asked"])  # (a GPU suite: no rows)
+    assert json.loads((tmp_path / "asked.json").read_text())["meta"]["setting"]["size"] == "ti"  # the file asked for
+
+
+def test_model_4_is_skipped_with_a_note_at_a_size_whose_heads_do_not_split(capsys, monkeypatch) -> None:
+    monkeypatch.setitem(SIZES, "ti", (12, 1, 3))  # ViViT-Ti's 3 heads, in a network quick to measure
+    bench = Bench(torch.device("cpu"), None)
+    bench.suite = "variants"
+    measure_variants(bench, Setting("ti", 2, 16, train_batch=1, infer_batch=1, steps=1, warmup=1), None)
+    skipped = {r.name: r.notes["skipped"] for r in bench.results if "skipped" in r.notes}
+    note = "Model 4 splits its heads between space and time; ViViT-TI has 3"
+    assert skipped == {f"ours: factorised_dot_product/{t}": note for t in TOKENISERS}
+    assert all(r.error is None for r in bench.results) and len(bench.results) == len(VARIANTS) * len(TOKENISERS)
+    assert f"skipped: {note}" in capsys.readouterr().out
 
 
 def test_an_unknown_suite_is_named() -> None:

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from conftest import ROOT, compose_config, write_bad_video
-from test_datasets import _custom_csv, _epic, _text
+from test_bad_videos import write_cut_video
+from test_datasets import UNKNOWN_VERB, _custom_csv, _epic, _kinetics, _text
 from test_decoding import _ramp, _write_frames
 from vivit.data.check import check_data, run
 from vivit.data.moving_digits import write_video
@@ -26,6 +28,7 @@ BAD = {  # video under root -> the problem reported
     "bad/no_video.mp4": "no video stream",
     "bad/no_frames.avi": "the video stream has no frames",
     "bad/gap": "frame 5, ",  # the folder's frame_0000000006.jpg is missing
+    "bad/cut.webm": "it ends early: its ",  # cut short: some of the frames its header declares (not a note)
 }
 CUSTOM = ["data=video_csv", "data.heads.label=3", "data.num_frames=4", "data.stride=2"]
 EPIC = ["data=epic_kitchens_100", "data.heads.verb=3", "data.heads.noun=3", "data.num_classes=6"]
@@ -40,6 +43,8 @@ def custom(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if kind == "gap":  # a folder of JPEG frames without its frame 5
             _write_frames(root / name, _ramp())
             (root / name / "frame_0000000006.jpg").unlink()
+        elif kind == "cut":
+            write_cut_video(root / name, 0.55, noise=True)
         else:
             write_bad_video(root / name, kind, root / "clips/cat/a.mp4")
     write_video(root / "bad/short.mp4", np.zeros((4, 32, 32, 3), dtype=np.uint8), 30)
@@ -82,9 +87,9 @@ def test_every_bad_row_and_video_is_reported(custom: Path, tmp_path: Path) -> No
     )
     assert _pop(problems, "val", "val.csv", "label 'fish' is not a class")[::2] == (("clips/j.mp4",), "error")
     assert problems == []
-    assert report.failed and [p.severity for p in report.problems] == ["error"] * 8 + ["note"]
+    assert report.failed and [p.severity for p in report.problems] == ["error"] * 9 + ["note"]
     assert report.splits == {
-        "train": dict(rows=13, dropped=0, videos=13, unreadable=6, notes=1),
+        "train": dict(rows=14, dropped=0, videos=14, unreadable=7, notes=1),
         "val": dict(rows=5, dropped=2, videos=3, unreadable=0, notes=0),
         "test": dict(rows=2, dropped=0, videos=2, unreadable=0, notes=0),
     }
@@ -139,10 +144,9 @@ SHORT = "fewer than the 10 of 4 at stride 3: clips repeat frames"
 def test_unreadable_annotations_and_class_counts_are_reported(custom: Path, tmp_path: Path) -> None:
     report = check_data(instantiate(_cfg(custom, tmp_path, "data.heads.label=5").data), splits=["val"], workers=0)
     assert report.problems[0].split == "all" and "data.heads.label=5, but the dataset" in report.problems[0].problem
-    _text(tmp_path / "empty" / "README", "no annotations")
-    report = check_data(instantiate(_cfg(tmp_path / "empty", tmp_path).data), workers=0)
-    assert [p.split for p in report.problems] == ["all", "train", "val", "test"]
-    assert all("neither" in p.problem and p.severity == "error" for p in report.problems)
+    _text(tmp_path / "empty" / "README", "no annotations")  # a root that is no dataset: one message, no report
+    with pytest.raises(InstantiationException, match=r"neither .*train.csv nor .* Expected under data.root: "):
+        instantiate(_cfg(tmp_path / "empty", tmp_path).data)
 
 
 def test_command_line_uses_a_process_pool_and_exits_non_zero(custom: Path, tmp_path: Path) -> None:
@@ -156,3 +160,36 @@ def test_command_line_uses_a_process_pool_and_exits_non_zero(custom: Path, tmp_p
     report = json.loads((out / "check_data.json").read_text())
     expected = check_data(instantiate(_cfg(custom, tmp_path).data), workers=0)
     assert report["problems"] == json.loads(expected.to_json())["problems"]
+
+
+def test_epic_unknown_class_id_and_bad_videos_in_one_pass(tmp_path: Path) -> None:
+    """Issue 17.21: a row with an unknown verb class no longer hides the damaged videos after it (even with
+    data.annotations.strict=true, which makes training stop at the row, the check lists everything)."""
+    root = tmp_path / "epic"
+    _epic(root)
+    with open(root / "annotations" / "EPIC_100_train.csv", "a") as f:
+        f.write(UNKNOWN_VERB + "\n")
+    write_bad_video(root / "P01/videos/P01_101.MP4", "truncated", root / "P01/videos/P01_01.MP4")
+    cfg = _cfg(root, tmp_path, "data.annotations.strict=true", data=["data=epic_kitchens_100"])
+    problems = _problems(check_data(instantiate(cfg.data), splits=["train"], workers=0))
+    source = root / "annotations" / "EPIC_100_train.csv"
+    assert _pop(problems, "train", "annotations/EPIC_100_train.csv", "") == (
+        ("P01_01_8",),
+        f"label 'verb_class=3' is not a class (row of {source})",
+        "error",
+    )
+    rows, problem, severity = _pop(problems, "train", "P01/videos/P01_101.MP4", "InvalidDataError")
+    assert rows == ("P01_101_0", "P01_101_1") and severity == "error"
+
+
+def test_a_missing_test_split_is_a_note_when_testing_reads_val(tmp_path: Path) -> None:
+    """Issue 17.23: a Kinetics copy without test.csv passes the check when data.eval_split=auto tests on val."""
+    root = tmp_path / "kinetics"
+    _kinetics(root)
+    (root / "annotations" / "test.csv").unlink()
+    kinetics = ["data=kinetics400", "data.heads.label=3", "data.num_classes=3"]
+    report = check_data(instantiate(_cfg(root, tmp_path, data=kinetics).data), splits=["test"], workers=0)
+    assert not report.failed and [(p.split, p.severity) for p in report.problems] == [("test", "note")]
+    assert report.problems[0].problem.endswith("testing reads the validation split (data.eval_split=auto)")
+    strict = _cfg(root, tmp_path, "data.eval_split=test", data=kinetics)
+    assert check_data(instantiate(strict.data), splits=["test"], workers=0).failed

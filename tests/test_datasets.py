@@ -8,24 +8,29 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from omegaconf import open_dict
 
 from conftest import ROOT, TINY_NET, compose_config, write_bad_video
 from vivit.data import VideoDecodeError, VideoRecord
+from vivit.data.annotations import UnlabelledSplitError
 from vivit.data.clips import VideoClipDataset
 from vivit.data.decoding import count_frames
 from vivit.data.kinetics import read_kinetics
 from vivit.data.moving_digits import EPIC_HEADER, write_video
 from vivit.data.transforms import clip_transform
-from vivit.pipeline import train
+from vivit.pipeline import build, evaluate, train
 
 LEVELS = (30, 120, 210)
 NUM_FRAMES = 16
@@ -335,18 +340,19 @@ def _data_cfg(config: str, root: Path, heads: dict[str, int], tmp_path: Path, *o
         ("kinetics400", (32, 2, 224, 256, 0.5, 400)),
         ("kinetics600", (32, 2, 224, 256, 0.5, 600)),
         ("kinetics700", (32, 2, 224, 256, 0.5, 700)),
-        ("moments_in_time", (32, 2, 224, 256, 0.5, 339)),
-        ("ssv2", (32, 1, 256, 288, 0.0, 174)),  # no flips: left and right are classes
-        ("epic_kitchens_100", (32, 1, 224, 256, 0.5, 397)),
-        ("video_csv", (32, 2, 224, 256, 0.5, 5)),
+        ("moments_in_time", (32, 2, 224, 256, 0.5, "auto")),  # the class tables' counts (v1 339, v2 305)
+        ("ssv2", (32, 1, 256, 288, 0.0, "auto")),  # no flips: left and right are classes; labels.json has 174
+        ("epic_kitchens_100", (32, 1, 224, 256, 0.5, "auto")),  # 97 + 300 in the class CSVs
+        ("video_csv", (32, 2, 224, 256, 0.5, "auto")),
     ],
 )
 def test_dataset_configs_use_the_papers_settings(config: str, settings: tuple, tmp_path: Path) -> None:
-    custom = ["data.heads.label=5"] if config == "video_csv" else []  # the custom dataset's class count is yours
-    cfg = compose_config("train", [f"data={config}", "data.root=/x", *custom], tmp_path)
+    cfg = compose_config("train", [f"data={config}", "data.root=/x"], tmp_path)
     d = cfg.data
     assert (d.num_frames, d.stride, d.crop_size, d.min_resize, d.hflip_prob, d.num_classes) == settings
-    assert sum(d.heads.values()) == d.num_classes and d.annotations._partial_ and d.classes._partial_
+    counts = set(d.heads.values()) if d.num_classes == "auto" else {sum(d.heads.values())}
+    assert counts == {d.num_classes} and d.annotations._partial_ and d.classes._partial_
+    assert d.eval_split == "auto" and d.annotations.strict is False
 
 
 @pytest.mark.parametrize("name", list(FIXTURES))
@@ -414,12 +420,26 @@ def test_class_count_must_match_the_config(datasets, tmp_path: Path) -> None:
         instantiate(cfg.data).setup("fit")
 
 
-def test_kinetics_official_test_list_has_no_labels(datasets, tmp_path: Path) -> None:
-    root, _ = datasets["kinetics"]
-    shutil.copytree(root / "annotations", tmp_path / "annotations")
-    _text(tmp_path / "annotations" / "test.csv", "youtube_id,time_start,time_end,split", "--6bJUbfpnQ,17,27,test")
-    with pytest.raises(ValueError, match=r"test.csv: missing column 'label'"):
-        read_kinetics(tmp_path, "test")
+UNKNOWN_VERB = "P01_01_8,P01,P01_01,00:00:00.000,00:00:00.00,00:00:00.10,1,6,scrub tap,scrub,3,tap,0,['tap'],[0]"
+
+
+def test_epic_unknown_class_id_is_skipped_and_reported(datasets, tmp_path: Path, caplog) -> None:
+    """Issue 17.21: a training row with verb_class=3 (the class CSV has 0..2) is skipped and reported, as the
+    other readers do with an unknown label; data.annotations.strict=true makes it an error naming the row."""
+    root = tmp_path / "epic"
+    shutil.copytree(datasets["epic_kitchens_100"][0], root)
+    with open(root / "annotations" / "EPIC_100_train.csv", "a") as f:
+        f.write(UNKNOWN_VERB + "\n")
+    overrides = ["data=epic_kitchens_100", f"data.root={root}"]  # the class counts: read from the class CSVs
+    with caplog.at_level(logging.WARNING):
+        instantiate(compose_config("train", overrides, tmp_path).data).read_annotations("fit", "test")
+    source = root / "annotations" / "EPIC_100_train.csv"
+    assert f"{source}: skipped 1 of 5 rows whose label is not a class (first: P01_01_8 ('verb_class=3'))" in [
+        r.getMessage() for r in caplog.records
+    ]
+    strict = compose_config("train", [*overrides, "data.annotations.strict=true"], tmp_path)
+    with pytest.raises(ValueError, match=re.escape(f"{source}: row P01_01_8: label 'verb_class=3' is not a class (1")):
+        instantiate(strict.data).read_annotations("fit")
 
 
 @pytest.mark.parametrize("suffix", [".mp4", ".webm"])
@@ -452,9 +472,8 @@ def test_train_fast_dev_run_on_every_dataset(name: str, datasets, tmp_path: Path
 
 def test_train_command_on_ssv2(datasets, tmp_path: Path) -> None:
     """The user's own command, src/train.py model=factorised_encoder data=ssv2, on the SSv2 fixture."""
-    root, expected = datasets["ssv2"]
-    heads = len(expected["classes"]["label"])
-    small = [f"data.heads.label={heads}", f"data.num_classes={heads}", "data.num_frames=4", "data.crop_size=32"]
+    root, _ = datasets["ssv2"]
+    small = ["data.num_frames=4", "data.crop_size=32"]  # the class count: read from labels.json (issue 17.25)
     small += ["data.min_resize=null", "data.batch_size=2", "data.num_workers=0", "debug=fdr"]
     command = [sys.executable, str(ROOT / "src" / "train.py"), "model=factorised_encoder", "data=ssv2"]
     proc = subprocess.run(
@@ -466,3 +485,146 @@ def test_train_command_on_ssv2(datasets, tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "test/acc_top1" in proc.stdout and (tmp_path / "results.json").is_file()
+
+
+# ---------------------------------------------------------------------------------------------- issue 17
+
+
+@pytest.mark.parametrize("config", ["ssv2", "kinetics400", "epic_kitchens_100", "moments_in_time", "video_csv"])
+def test_a_root_that_is_no_dataset_is_one_message(config: str, tmp_path: Path) -> None:
+    """Issue 17.10: data.root empty, a file or absent: one message naming the root, what was looked for, the
+    layout the dataset's reader expects and src/check_data.py; no data.generate hint for real datasets."""
+    from importlib import import_module
+
+    layout = import_module(f"vivit.data.{READERS[config]}").LAYOUT
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file").write_text("not a dataset")
+    problems = {"empty": "is empty: ", "file": "is a file, not a directory", "absent": "does not exist"}
+    for root, problem in problems.items():
+        cfg = compose_config("train", [f"data={config}", f"data.root={tmp_path / root}"], tmp_path)
+        with pytest.raises(InstantiationException) as caught:
+            instantiate(cfg.data)
+        message = str(caught.value.__cause__)
+        assert message.startswith(f"data.root={tmp_path / root} {problem}") and "\n" not in message
+        assert f"Expected under data.root: {layout}. " in message and "generate" not in message
+        assert message.endswith(f"with: python src/check_data.py data={config} data.root={tmp_path / root}")
+        if root == "empty":  # what was looked for: a file under the root
+            assert re.search(rf"is empty: .*{re.escape(str(tmp_path / root))}/", message)
+
+
+READERS = {  # data config -> its reader's module
+    "ssv2": "ssv2",
+    "kinetics400": "kinetics",
+    "epic_kitchens_100": "epic_kitchens",
+    "moments_in_time": "moments_in_time",
+    "video_csv": "video_csv",
+}
+
+
+def test_train_on_a_root_that_is_no_dataset(tmp_path: Path) -> None:
+    """Issue 17.10, the user's command: no traceback through Lightning, one message."""
+    (tmp_path / "empty").mkdir()
+    command = [sys.executable, str(ROOT / "src" / "train.py"), "data=kinetics400", f"data.root={tmp_path / 'empty'}"]
+    proc = subprocess.run(
+        [*command, f"hydra.run.dir={tmp_path / 'run'}"], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr and "lightning" not in proc.stderr
+    assert f"data.root={tmp_path / 'empty'} is empty: annotation file not found: none of ['train.csv']" in proc.stderr
+
+
+def test_ssv2_class_count_comes_from_labels_json(datasets, tmp_path: Path) -> None:
+    """Issue 17.25: data=ssv2 on any SSv2-format root takes the count of its labels.json (here 4 classes) to the
+    model; a count the user sets is checked against it."""
+    root = tmp_path / "ssv2"
+    shutil.copytree(datasets["ssv2"][0], root)
+    labels = root / "labels" / "something-something-v2-labels.json"
+    labels.write_text(json.dumps({**json.loads(labels.read_text()), "Spinning something around": "3"}))
+    overrides = ["data=ssv2", f"data.root={root}", "model=factorised_encoder", *TINY_NET, "data.num_frames=4"]
+    cfg = compose_config("train", [*overrides, "data.crop_size=32"], tmp_path)
+    datamodule, model = build(cfg)
+    assert datamodule.heads == {"label": 4} and datamodule.num_classes == 4
+    assert cfg.data.num_classes == 4 and model.net.head.out_features == 4 and model.heads == {"label": 4}
+    cfg = compose_config("train", [*overrides, "data.crop_size=32", "data.heads.label=174"], tmp_path)
+    with pytest.raises(ValueError, match=r"data.heads.label=174, but the dataset under .* has 4 label classes"):
+        build(cfg)[0].read_annotations("fit")
+    with pytest.raises(InstantiationException, match=r"data.heads must map each label set to a class count >= 1 or"):
+        build(compose_config("train", [*overrides, "data.heads.label=four"], tmp_path))
+
+
+def _without_test_labels(datasets, name: str, tmp_path: Path) -> Path:
+    """A copy of fixture ``name`` with no labelled test split: SSv2 under the 20BN names without test-answers.csv,
+    Kinetics with the official (unlabelled) test list."""
+    root = tmp_path / name
+    shutil.copytree(datasets[name][0], root)
+    if name == "ssv2":
+        (root / "labels" / "test.json").rename(root / "labels" / "something-something-v2-test.json")
+        (root / "labels" / "validation.json").rename(root / "labels" / "something-something-v2-validation.json")
+        (root / "labels" / "test-answers.csv").unlink()
+    else:
+        _text(root / "annotations" / "test.csv", "youtube_id,time_start,time_end,split", "--6bJUbfpnQ,17,27,test")
+    return root
+
+
+def test_kinetics_without_a_labelled_test_split_tests_on_val(datasets, tmp_path: Path, caplog) -> None:
+    """Issue 17.23: the official K400 test list has no labels; data.eval_split=auto (the default) tests on val,
+    saying so; =test is an error naming the file; =val reads val."""
+    root = _without_test_labels(datasets, "kinetics", tmp_path)
+    with pytest.raises(UnlabelledSplitError, match=re.escape(f"{root}/annotations/test.csv has no label column")):
+        read_kinetics(root, "test")
+    val = set(datasets["kinetics"][1]["records"]["val"])
+    for absent in (False, True):  # the unlabelled list, then no test.csv at all
+        if absent:
+            (root / "annotations" / "test.csv").unlink()
+        dm = instantiate(_data_cfg("kinetics400", root, {"label": 3}, tmp_path).data)
+        with caplog.at_level(logging.WARNING):
+            dm.read_annotations("fit", "test")
+        assert {r.name for r in dm.records("test")} == val
+        (line,) = [r.getMessage() for r in caplog.records if "no labelled test split" in r.getMessage()]
+        assert "test.csv" in line and line.endswith("testing on the validation split instead (data.eval_split=auto)")
+        caplog.clear()
+    dm = instantiate(_data_cfg("kinetics400", root, {"label": 3}, tmp_path, "data.eval_split=test").data)
+    with pytest.raises(FileNotFoundError, match=r"none of \['test.csv'\] is in .*Expected under data.root"):
+        dm.read_annotations("test")
+    dm = instantiate(_data_cfg("kinetics400", root, {"label": 3}, tmp_path, "data.eval_split=val").data)
+    assert {r.name for r in dm.records("test")} == val
+    with pytest.raises(InstantiationException, match=r"data.eval_split must be one of \['auto', 'test', 'val'\]"):
+        instantiate(_data_cfg("kinetics400", root, {"label": 3}, tmp_path, "data.eval_split=validation").data)
+
+
+def test_ssv2_without_test_answers_checks_before_fit(datasets, tmp_path: Path, caplog, monkeypatch) -> None:
+    """Issue 17.22: SSv2 under the 20BN names without test-answers.csv: found before fit, reported, and the run
+    tests on the validation split; with data.eval_split=test the run stops before fit, naming the file."""
+    root = _without_test_labels(datasets, "ssv2", tmp_path)
+    fits = []  # for each fit: whether the missing test labels had been reported when it started
+    fit = L.Trainer.fit
+    monkeypatch.setattr(
+        L.Trainer, "fit", lambda *a, **k: fits.append("no labelled test split" in caplog.text) or fit(*a, **k)
+    )
+    overrides = [*TINY_NET, "model=factorised_encoder", "trainer=cpu", "debug=fdr"]
+    (tmp_path / "auto").mkdir()
+    with caplog.at_level(logging.WARNING):
+        metrics = train(_data_cfg("ssv2", root, {"label": 3}, tmp_path / "auto", *overrides))
+    assert fits == [True] and "test/acc_top1" in metrics
+    answers = root / "labels" / "test-answers.csv"
+    assert f"lists the test videos, but their labels, {answers}, are missing" in caplog.text
+    with pytest.raises(UnlabelledSplitError, match=re.escape(str(answers))):
+        train(_data_cfg("ssv2", root, {"label": 3}, tmp_path / "test", *overrides, "data.eval_split=test"))
+    assert fits == [True]  # no second fit
+
+
+def test_eval_of_a_kinetics_copy_without_test_csv(datasets, tmp_path: Path, caplog) -> None:
+    """Issue 17.23, src/eval.py: a copy without test.csv is evaluated on val, saying so; eval_split=test names it."""
+    root = _without_test_labels(datasets, "kinetics", tmp_path)
+    (root / "annotations" / "test.csv").unlink()
+    overrides = [*TINY_NET, "model=factorised_encoder", "trainer=cpu", "debug=limit", "trainer.max_epochs=1"]
+    train(_data_cfg("kinetics400", root, {"label": 3}, tmp_path / "run", *overrides, "logger=csv"))
+    (ckpt,) = sorted((tmp_path / "run" / "checkpoints").glob("epoch_*.ckpt"))
+    with caplog.at_level(logging.WARNING):
+        metrics = evaluate(compose_config("eval", [f"ckpt_path={ckpt}"], tmp_path / "eval"))
+    assert metrics["test/videos"] == len(datasets["kinetics"][1]["records"]["val"])
+    assert "testing on the validation split instead (data.eval_split=auto)" in caplog.text
+    cfg = compose_config("eval", [f"ckpt_path={ckpt}"], tmp_path / "eval_test")
+    with open_dict(cfg):
+        cfg.data.eval_split = "test"  # data.eval_split=test on the command line
+    with pytest.raises(FileNotFoundError, match=re.escape(f"none of ['test.csv'] is in {root / 'annotations'}")):
+        evaluate(cfg)

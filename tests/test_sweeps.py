@@ -132,8 +132,9 @@ def test_wandb_logs_offline_without_an_account(data_dir: Path, tmp_path: Path) -
 @pytest.mark.parametrize("resume", [[], ["resume="]], ids=["plain", "empty_resume"])
 def test_plain_command_runs_in_a_new_directory_under_logs(data_dir: Path, tmp_path: Path, resume: list) -> None:
     """src/train.py with neither resume=<dir> nor hydra.run.dir= (make train): the run gets its own directory
-    logs/train/runs/<time>, under the directory it is launched from."""
-    run_train("debug=fdr", f"paths.data_dir={data_dir}", *resume, cwd=tmp_path)
+    logs/train/runs/<time>_<suffix>, under the directory it is launched from with paths.root_dir=. (under the
+    project root by default: test_run_record.py)."""
+    run_train("debug=fdr", f"paths.data_dir={data_dir}", "paths.root_dir=.", *resume, cwd=tmp_path)
     (run,) = (tmp_path / "logs" / "train" / "runs").iterdir()
     assert (run / ".hydra" / "config.yaml").is_file() and (run / "train.log").is_file()
 
@@ -141,8 +142,9 @@ def test_plain_command_runs_in_a_new_directory_under_logs(data_dir: Path, tmp_pa
 def test_named_sweep_skips_finished_jobs_and_reports(data_dir: Path, tmp_path: Path) -> None:
     """sweep=... runs its grid in stable per-job directories; a re-run skips what finished; report.py
     tabulates the runs with their axis, accuracy, GFLOPs and parameters, and plots them. Run from another
-    directory with the default paths: logs/ goes there."""
+    directory with paths.root_dir=.: logs/ goes there."""
     args = ["sweep=table3_temporal_layers", "model.net.temporal_depth=0,2", "debug=fdr", f"paths.data_dir={data_dir}"]
+    args += ["paths.root_dir=."]
     run_train(*args, cwd=tmp_path)
     sweep = tmp_path / "logs" / "train" / "sweeps" / "table3_temporal_layers"
     results = sorted(sweep.glob("*/results.json"))

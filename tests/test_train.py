@@ -1,14 +1,20 @@
-"""End to end through vivit.pipeline: every variant trains, checkpoints evaluate, the model learns."""
+"""End to end through vivit.pipeline: every variant trains, checkpoints evaluate, the model learns, and a run's
+console shows each line once, without noise."""
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import compose_config
+from conftest import ROOT, TINY_DATA, TINY_NET, compose_config
 from vivit.pipeline import CONFIG_KEY, build, evaluate, train
 from vivit.report import RESULTS_FILE
 
@@ -113,3 +119,77 @@ def test_learns_motion_on_builtin_data(tmp_path: Path) -> None:
     )
     metrics = train(cfg)
     assert metrics["val/acc_top1"] > 0.5, metrics
+
+
+NOISE = {  # what a run's console must not show: each needs no action, or is Lightning asking what it can know
+    "tip": "💡 Tip",  # litlogger, litmodels
+    "weights_only": "`weights_only` was not set",  # at every step checkpoint: sounds like an unsafe load
+    "summary callbacks": "Trainer already configured with model summary callbacks",
+    "batch size": "Trying to infer the `batch_size`",
+    "FLOPs": "FLOPs",  # the model summary's column and total, all zeros
+    "Flops": "Total Flops",
+    "eval callbacks": "callbacks used to create the checkpoint need to be provided",
+    "eval dirpath": "The dirpath has changed",
+    "LeafSpec": "LeafSpec",  # torch's deprecation, inside Lightning
+    "W&B anonymous": "The anonymous setting has no effect",
+    "ANSI": "\x1b[1",  # W&B's colours (progress bars' cursor moves aside)
+}
+
+
+def test_a_run_and_its_evaluation_log_and_warn_nothing_needless(tiny_cfg, tmp_path: Path, caplog, recwarn) -> None:
+    """In process (the console's duplicates and W&B: the test below): none of the noise, a step checkpoint too."""
+    caplog.set_level(logging.INFO)
+    train(tiny_cfg("debug=limit", "trainer.max_epochs=1", "callbacks.fault_tolerance.every_n_train_steps=2"))
+    (checkpoint,) = (tmp_path / "checkpoints").glob("epoch_*.ckpt")
+    evaluate(compose_config("eval", [f"ckpt_path={checkpoint}"], tmp_path / "eval"))
+    said = [record.getMessage() for record in caplog.records] + [str(warning.message) for warning in recwarn]
+    assert any(message.startswith("step 2: saved") for message in said)
+    noise = {name: text for name, text in NOISE.items() if name != "LeafSpec"}  # pytest resets warning filters
+    found = {name: message for message in said for name, text in noise.items() if text in message}
+    assert not found, f"{sorted(found)}: {found}"
+
+
+def console(script: str, *args: str) -> list[str]:
+    """The console lines of ``python src/<script> *args`` (which must succeed), W&B not silenced."""
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SILENT"}
+    command = [sys.executable, str(ROOT / "src" / script), *args]
+    proc = subprocess.run(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    return proc.stdout.splitlines()
+
+
+def assert_quiet(lines: list[str]) -> None:
+    """No noise, and no message twice (Lightning's lines came plain and again through Hydra's logger)."""
+    found = {name: line for line in lines for name, text in NOISE.items() if text in line}
+    assert not found, f"{sorted(found)}: {found}"
+    messages = [re.sub(r"^(\[[^]]*\]){3} - |^(INFO|WARNING): ", "", line) for line in lines]
+    messages = [m for m in messages if re.search(r"\w", m)]  # not the model summary's rules
+    assert len(messages) == len(set(messages)), [m for m in messages if messages.count(m) > 1]
+
+
+@pytest.mark.slow  # two entry points in subprocesses: about a minute on 2 cores
+def test_a_run_and_its_evaluation_print_each_line_once_without_noise(data_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    lines = console(
+        "train.py", *TINY_DATA, *TINY_NET, f"paths.data_dir={data_dir}", f"hydra.run.dir={run}", "debug=limit",
+        "trainer.max_epochs=1", "callbacks.fault_tolerance.every_n_train_steps=2",  # a step checkpoint: step 2 of 4
+        "callbacks.progress_bar.refresh_rate=0", "logger=wandb",
+    )  # fmt: skip
+    assert_quiet(lines)
+    text = "\n".join(lines)
+    axes = "data=moving_digits model=factorised_encoder tokeniser=tubelet backbone=micro init=scratch"
+    assert f"run {axes} regularisation=none optimizer=adamw seed=42 in {run}" in text  # the config in brief
+    assert "step 2: saved" in text and (run / "wandb").is_dir()
+    table = lines.index(next(line for line in lines if line.strip().startswith("| Name")))
+    assert lines[table].split() == ["|", "Name", "|", "Type", "|", "Params", "|", "Mode"]  # no FLOPs column
+    assert lines[table + 2].split()[:4] == ["0", "|", "net", "|"]  # the network's layers, not the metrics'
+    assert not any("_metrics" in line for line in lines[table : table + 12])
+    summary = lines[lines.index("Summary") :]
+    assert [line.split(":")[0].strip() for line in summary[-3:]] == ["checkpoint", "config", "logs"]
+    assert sum("test/acc_top1" in line for line in lines) == 1  # once, in the summary (no Lightning table too)
+    assert "\x1b" not in (run / "train.log").read_text()
+
+    (checkpoint,) = (run / "checkpoints").glob("epoch_*.ckpt")
+    lines = console("eval.py", f"ckpt_path={checkpoint}", f"hydra.run.dir={tmp_path / 'eval'}")
+    assert_quiet(lines)
+    assert "Summary" in lines and f"  checkpoint: {checkpoint}" in lines

@@ -8,6 +8,7 @@ default, then reloads the file and checks its logits against the network's.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -15,11 +16,11 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from vivit.config import EXPORT_FORMATS as FORMATS
 from vivit.pipeline import load_model
 
 __all__ = ["FORMATS", "export", "export_net", "load_exported", "max_abs_diff"]
 
-FORMATS = {"onnx": ".onnx", "torch_export": ".pt2"}  # format -> file suffix
 ONNX_SINGLE_FILE_BYTES = 1_800_000_000  # protobuf's 2 GB limit: larger weights go to <file>.data
 
 
@@ -36,6 +37,8 @@ def export_net(net: nn.Module, video_shape: Sequence[int | None], path: str | Pa
     dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic else None
     with torch.no_grad():
         if format == "onnx":
+            for name in ("onnx_ir", "onnxscript"):  # a hundred INFO lines of graph passes otherwise
+                logging.getLogger(name).setLevel(logging.WARNING)
             size = sum(p.numel() * p.element_size() for p in net.parameters())
             torch.onnx.export(
                 net,
@@ -46,6 +49,7 @@ def export_net(net: nn.Module, video_shape: Sequence[int | None], path: str | Pa
                 dynamic_shapes=dynamic_shapes,
                 external_data=size > ONNX_SINGLE_FILE_BYTES,
                 dynamo=True,
+                verbose=False,  # its progress lines: export() prints what was written
             )
         else:
             torch.export.save(torch.export.export(net, (video,), dynamic_shapes=dynamic_shapes), path)

@@ -7,6 +7,7 @@ stored inside its checkpoint and tests it.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import netrc
@@ -14,13 +15,17 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelSummary
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -28,9 +33,19 @@ from omegaconf import DictConfig, OmegaConf
 
 from vivit.config import check_resume, hydra_overrides, newest_checkpoint
 from vivit.report import RESULTS_FILE, save_results
-from vivit.training.checkpoint_io import AtomicCheckpointIO
+from vivit.training.checkpoint_io import AtomicCheckpointIO, read_checkpoint
 
 log = logging.getLogger(__name__)
+
+# Lightning's top package gives its logger a console handler of its own at import, while its records also reach
+# the root logger's (Hydra's console and <task>.log): every line twice. When the root logger is configured, it
+# alone prints them, as Lightning's subpackages already arrange for themselves.
+if logging.getLogger().hasHandlers():
+    logging.getLogger("lightning").handlers.clear()
+# Advertisements for Lightning's cloud services (litlogger, litmodels), logged at every run: nothing to act on.
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda r: not r.getMessage().startswith("💡 Tip"))
+# Lightning 2.6 builds torch's deprecated LeafSpec in its own code; nothing a user can change (a later Lightning).
+warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning, r"lightning\.")
 
 CONFIG_KEY = "vivit_config"  # where a checkpoint keeps the resolved run config
 
@@ -71,8 +86,13 @@ def instantiate_loggers(cfg: DictConfig | None, axes: dict[str, Any] | None = No
             if node.get("group") is None:
                 extra["group"] = sweep_name()
             node = OmegaConf.merge(node, extra)
-            log.info("logger %s: W&B %s, group %s", name, "offline" if node.offline else "online", node.group)
+            log.info(
+                "logger %s: W&B %s, group %s%s", name, "offline" if node.offline else "online", node.group,
+                f" (upload later: wandb sync {node.save_dir}/wandb/offline-run-*)" if node.offline else "",
+            )  # fmt: skip
         loggers.append(instantiate(node))
+        if node._target_.endswith("WandbLogger"):  # Lightning always passes it (None): W&B warns it has no effect
+            loggers[-1]._wandb_init.pop("anonymous", None)
     return loggers
 
 
@@ -110,6 +130,8 @@ def run_axes(cfg: DictConfig) -> dict[str, Any]:
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule]:
     """Data module and model from their config nodes: every construction-time check runs here."""
     datamodule = instantiate(cfg.data)
+    if getattr(datamodule, "heads", None):  # class counts read from the dataset (data.heads.<head>=auto): to the model
+        cfg.data.heads, cfg.data.num_classes = dict(datamodule.heads), datamodule.num_classes
     model = instantiate(cfg.model)
     if cfg.model.get("optimizer") is not None:  # built for real only when fitting starts: check it now
         try:
@@ -122,13 +144,14 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule]:
 def resume_checkpoint(cfg: DictConfig) -> str | None:
     """The checkpoint that fitting starts from, checked before anything is built.
 
-    ``resume=<run dir>``: that directory's newest checkpoint (it must have one); Hydra's run directory is
-    then that directory too. ``ckpt_path=last``: this run directory's newest checkpoint, or none (the run
-    starts from scratch), for jobs that restart themselves in a fixed directory. Otherwise ``ckpt_path``.
+    ``resume=<run dir>``: that directory's newest checkpoint (it must have one), or ``ckpt_path`` when given;
+    Hydra's run directory is then that directory too. ``ckpt_path=last``: this run directory's newest
+    checkpoint, or none (the run starts from scratch), for jobs that restart themselves in a fixed directory.
+    Otherwise ``ckpt_path``.
     """
     check_resume(cfg)
     ckpt_path = cfg.get("ckpt_path")
-    if cfg.get("resume"):
+    if cfg.get("resume") and ckpt_path in (None, "last"):
         path = newest_checkpoint(Path(cfg.resume))
     elif ckpt_path == "last":
         path = newest_checkpoint(Path(cfg.paths.output_dir))
@@ -139,10 +162,9 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
         return ckpt_path
     else:
         path = Path(ckpt_path)
-    stored = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get(CONFIG_KEY)
+    stored = read_checkpoint(path).get(CONFIG_KEY)
     if stored is not None:  # the trained weights decided the normalisation (init=...): keep it
         cfg.data.mean, cfg.data.std = stored["data"]["mean"], stored["data"]["std"]
-    log.info("resuming from %s", path)
     return str(path)
 
 
@@ -152,6 +174,13 @@ def finished_metrics(run_dir: Path) -> dict[str, float] | None:
     if not done.is_file():
         return None
     return {k: v for k, v in json.loads(done.read_text()).items() if isinstance(v, float)}
+
+
+def epochs_trained(path: str) -> int:
+    """The epochs that a checkpoint has finished."""
+    checkpoint = read_checkpoint(path)
+    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
+    return progress.get("processed", checkpoint.get("epoch", 0) + 1)
 
 
 TRAIN_SCRIPT = Path(__file__).resolve().parents[1] / "train.py"  # src/train.py, beside the package
@@ -207,8 +236,8 @@ def run_job_in_subprocess(cfg: DictConfig) -> dict[str, float]:
         for sig, handler in forward.items():
             signal.signal(sig, handler)
     if code != 0:
-        if code == 143:
-            raise SystemExit(143)  # preempted: the checkpoint is in the job directory, a re-run resumes it
+        if code in (130, 143):
+            raise SystemExit(code)  # interrupted: the checkpoint is in the job directory, a re-run resumes it
         raise RuntimeError(f"the job in {out} failed (exit code {code}): see its log there")
     metrics = finished_metrics(Path(out))
     if metrics is None:
@@ -216,24 +245,65 @@ def run_job_in_subprocess(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
+@contextmanager
+def interrupt_as_stop_signal() -> Iterator[list[bool]]:
+    """While fitting, Ctrl-C (SIGINT) does what SIGTERM does: the run stops after the current batch, saving
+    ``last.ckpt`` (:class:`vivit.training.callbacks.FaultTolerance`). A second Ctrl-C aborts at once. Yields a
+    list that holds True once Ctrl-C was pressed. An ignored SIGINT (a background job) stays ignored."""
+    pressed: list[bool] = []
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        yield pressed
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGINT, previous)
+        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):  # before Lightning handles SIGTERM
+            raise KeyboardInterrupt
+        pressed.append(True)
+        log.warning("Ctrl-C: stopping after this batch and saving last.ckpt (Ctrl-C again aborts at once)")
+        signal.raise_signal(signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGINT, stop)
+    try:
+        yield pressed
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit and test one run; returns the final metrics (validation and test).
 
     A run whose directory already holds ``results.json`` has finished: it is skipped and its stored
-    metrics are returned (so re-running a sweep, whose job directories are stable, skips its done jobs).
+    metrics are returned (so re-running a sweep, whose job directories are stable, skips its done jobs);
+    with ``resume=<run dir>``, a larger ``trainer.max_epochs`` than it has trained continues it instead.
+    Ctrl-C stops fitting as SIGTERM does (:func:`interrupt_as_stop_signal`), with exit status 130.
     A multirun job that trains on several processes runs in a child process
     (:func:`run_job_in_subprocess`).
     """
-    metrics = finished_metrics(Path(cfg.paths.output_dir))
-    if metrics is not None:
-        log.info("%s exists: this run has finished, skipping it", Path(cfg.paths.output_dir) / RESULTS_FILE)
+    done = Path(cfg.paths.output_dir) / RESULTS_FILE
+    metrics = finished_metrics(done.parent)
+    if metrics is not None and not cfg.get("resume"):
+        log.info("%s exists: this run has finished, skipping it", done)
         return metrics
     if multirun_job_launches_processes(cfg):
         return run_job_in_subprocess(cfg)
     ckpt_path = resume_checkpoint(cfg)
+    if metrics is not None:  # resume=<finished run>: trainer.max_epochs=<more> trains it longer
+        epochs, max_epochs = epochs_trained(ckpt_path), cfg.trainer.get("max_epochs")
+        if max_epochs is None or max_epochs < 0 or max_epochs <= epochs:
+            hint = f"to train it longer: resume={cfg.resume} trainer.max_epochs=<more than {epochs}>"
+            log.info("%s exists: this run has finished %d epochs, skipping it (%s)", done, epochs, hint)
+            return metrics
+        log.info("the finished run %s goes on from %d to %d epochs", cfg.resume, epochs, max_epochs)
+    if ckpt_path not in (None, "best", "hpc"):
+        log.info("resuming from %s", ckpt_path)
+    axes = " ".join(f"{k}={v}" for k, v in run_axes(cfg).items() if v is not None)
+    log.info("run %s in %s", axes, cfg.paths.output_dir)  # the config in brief; all of it: .hydra/config.yaml
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     datamodule, model = build(cfg)
+    if hasattr(datamodule, "read_annotations"):  # every split the run reads, now, rather than after hours of fit
+        datamodule.read_annotations(*[s for s in ("fit", "test") if cfg.get("train" if s == "fit" else s, True)])
     if ckpt_path is None and "_target_" in cfg.get("init", {}):  # resuming restores trained weights
         report = instantiate(cfg.init)(model.net)
         log.info("%s", report)
@@ -251,7 +321,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     plugins = [instantiate(node) for node in cfg.trainer.get("plugins") or []]
     if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
         plugins.append(AtomicCheckpointIO())
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins)
+    # callbacks.model_summary prints the summary: Lightning adds no default one (nor says so)
+    summary = cfg.trainer.get("enable_model_summary", True) and not any(isinstance(c, ModelSummary) for c in callbacks)
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins, enable_model_summary=summary
+    )
     for logger in trainer.loggers:
         logger.log_hyperparams({**resolved, "axes": run_axes(cfg)})
 
@@ -265,7 +339,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
             trainer.accumulate_grad_batches,
         )
         try:
-            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+            with interrupt_as_stop_signal() as interrupted:
+                trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         except SIGTERMException:
             log.warning(
                 "stopped by a signal; the checkpoint is in %s/checkpoints. Continue with the same command "
@@ -273,11 +348,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 cfg.paths.output_dir,
                 cfg.paths.output_dir,
             )
-            raise SystemExit(143) from None  # 128 + SIGTERM: not finished
+            raise SystemExit(130 if interrupted else 143) from None  # 128 + SIGINT or SIGTERM: not finished
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if cfg.get("test", True):
-        trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)  # summarise() prints them
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     summarise(trainer, metrics, best)
     if rank_zero_only.rank == 0:
@@ -298,9 +373,7 @@ def save_run_results(cfg: DictConfig, metrics: dict[str, float], out: str | Path
 def load_checkpoint(path: str | Path) -> tuple[dict, DictConfig]:
     """A checkpoint written by src/train.py (on CPU) and the run config stored inside it."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path={str(path)!r} is not a file")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = read_checkpoint(path)
     if CONFIG_KEY not in checkpoint:
         raise ValueError(f"{path} holds no run config ({CONFIG_KEY!r}); it was not written by src/train.py")
     return checkpoint, OmegaConf.create(checkpoint[CONFIG_KEY])
@@ -315,19 +388,41 @@ def load_model(path: str | Path) -> tuple[L.LightningModule, DictConfig]:
     return model.eval(), run_cfg
 
 
+def check_accepted(node: DictConfig, overrides: dict[str, Any], name: str) -> None:
+    """Fails naming the first of ``overrides`` that neither ``node`` (a checkpoint's config) has nor its
+    ``_target_`` takes; a key that the target takes is added (a checkpoint written before the key existed)."""
+    from hydra.utils import get_class
+
+    new = [key for key in overrides if key not in node]
+    if not new or "_target_" not in node:
+        return
+    parameters = inspect.signature(get_class(node._target_)).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return
+    if refused := [key for key in new if key not in {p.name for p in parameters}]:
+        raise ValueError(
+            f"{name}.{refused[0]}: the checkpoint's {name} config has no such key and {node._target_} takes "
+            f"no such argument"
+        )
+
+
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test a checkpoint, rebuilding its model and data from the config saved inside it."""
     path = Path(cfg.ckpt_path)
-    _, run_cfg = load_checkpoint(path)
+    checkpoint, run_cfg = load_checkpoint(path)
     for node in ("data", "model"):  # e.g. data.test_clips, model.view_average
         overrides = {k: v for k, v in (cfg.get(node) or {}).items() if v is not None}
+        check_accepted(run_cfg[node], overrides, node)
         run_cfg[node] = OmegaConf.merge(run_cfg[node], overrides)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     datamodule, model = build(run_cfg)
+    if hasattr(datamodule, "read_annotations"):
+        datamodule.read_annotations("test")
     loggers = instantiate_loggers(cfg.get("logger"))
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False)
-    trainer.test(model, datamodule=datamodule, ckpt_path=str(path), weights_only=True)
+    model.load_state_dict(checkpoint["state_dict"])  # the weights alone: the training callbacks' state stays out
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, enable_checkpointing=False)
+    trainer.test(model, datamodule=datamodule, verbose=False)  # summarise() prints the metrics
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     summarise(trainer, metrics, str(path))
     if rank_zero_only.rank == 0:  # in the evaluation's directory: `-m data.test_clips=1,2,4` is a sweep to report
@@ -337,7 +432,12 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 @rank_zero_only
 def summarise(trainer: L.Trainer, metrics: dict[str, float], checkpoint: str) -> None:
+    """Prints the run's metrics and paths, after ending its W&B run (if any) so that W&B's closing lines
+    come first, and plain (at exit it prints them with colour codes), and a multirun's next job gets its own."""
     from hydra.core.hydra_config import HydraConfig
+
+    if "wandb" in sys.modules and sys.modules["wandb"].run is not None:
+        sys.modules["wandb"].finish()
 
     out = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(trainer.default_root_dir)
     lines = ["", "Summary"]

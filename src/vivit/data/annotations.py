@@ -17,6 +17,10 @@ from vivit.data.records import VideoRecord, usable_records
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov")  # compared lower-cased: EPIC's .MP4 counts
 
 
+class UnlabelledSplitError(ValueError):
+    """A split's annotation file lists videos without their labels (e.g. Kinetics' official test list)."""
+
+
 def read_csv(
     path: Path, required: Sequence[str] = (), *, fieldnames: Sequence[str] | None = None, delimiter: str = ","
 ) -> list[dict[str, str]]:
@@ -76,11 +80,13 @@ def whole_video_records(
     source: Path,
     root: Path,
     fps: Mapping[str, float] | None = None,
+    strict: bool = False,
 ) -> list[VideoRecord]:
     """Single-label records of whole files from ``(row name, label, video path)`` items of annotation ``source``.
 
     A label's class is its position in ``class_names``; rows with another label, or with a missing video,
-    are reported and left out by :func:`usable_records`. ``fps`` gives the frame rate of the rows it names.
+    are reported and left out by :func:`usable_records` (``strict``: an unknown label raises). ``fps`` gives
+    the frame rate of the rows it names.
     """
     classes = {name: i for i, name in enumerate(class_names)}
     fps = fps or {}
@@ -91,7 +97,7 @@ def whole_video_records(
             records.append(VideoRecord(path=video, start=0, stop=None, labels=labels, name=name, fps=fps.get(name)))
         else:
             unknown.append((name, label))
-    return usable_records(records, unknown, source, root)
+    return usable_records(records, unknown, source, root, strict)
 
 
 def video_files(directory: Path, depth: int) -> list[Path]:

@@ -2,11 +2,13 @@
 
 ``python src/check_data.py data=<name> data.root=<dir>`` reads each split with the dataset's own annotation
 reader (the rows it leaves out: unknown labels, missing videos) and checks each distinct video in a pool of
-processes, with the data's decoder (``data.decoder``): it opens, has a video stream with frames, and the
-first and last frame of each segment decode (PyAV decodes the frames before them on the way: for a whole
-file, the whole stream); a folder of JPEG frames has every frame of each segment decoded. With
+processes, with the data's decoder (``data.decoder``): it opens, has a video stream with frames that do not
+stop before the duration its header declares, and the first and last frame of each segment decode (PyAV
+decodes the frames before them on the way: for a whole file, the whole stream); a folder of JPEG frames has
+every frame of each segment decoded. With
 ``data.target_fps``, the video's frame rate must be known. Segments too short for a clip are notes, not
-errors: their clips repeat frames. The report lists each problem with its split, file and rows.
+errors: their clips repeat frames; so is a test split without labels when ``data.eval_split=auto`` tests on
+the validation split instead. The report lists each problem with its split, file and rows.
 
 This module imports only the decoder at the top: the pool's workers import it to run :func:`check_video`.
 """
@@ -147,6 +149,7 @@ def check_data(datamodule: VideoDataModule, splits: Sequence[str] = SPLITS, work
     """Checks the annotation rows of ``splits`` and every video they reference, in ``workers`` processes
     (None: one per CPU; 0 or 1: in this process). Nothing is raised for a bad dataset: it is reported."""
     # Imported here, not at the top: the pool's workers need only the decoder.
+    from vivit.data.annotations import UnlabelledSplitError
     from vivit.data.records import collect_dropped_rows
 
     found: list[tuple[str, str, str, str, str]] = []  # (split, file, row, problem, severity)
@@ -161,7 +164,12 @@ def check_data(datamodule: VideoDataModule, splits: Sequence[str] = SPLITS, work
                 records[split] = datamodule.annotations(datamodule.root, split)
             except Exception as error:
                 records[split] = []
-                found.append((split, str(datamodule.root), "", error_message(error), "error"))
+                unlabelled = isinstance(error, (FileNotFoundError, UnlabelledSplitError))
+                if split == "test" and unlabelled and getattr(datamodule, "eval_split", None) == "auto":
+                    problem = f"{error_message(error)}: testing reads the validation split (data.eval_split=auto)"
+                    found.append((split, str(datamodule.root), "", problem, "note"))
+                else:
+                    found.append((split, str(datamodule.root), "", error_message(error), "error"))
         found += [(split, str(row.file), row.name, f"{row.problem} (row of {row.source})", "error") for row in dropped]
         counts[split] = dict(rows=len(records[split]) + len(dropped), dropped=len(dropped))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from lightning import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from vivit.data.annotations import UnlabelledSplitError
 from vivit.data.clips import Batch, VideoClipDataset, WholeVideoSampler, collate_clips
 from vivit.data.decoding import get_decoder
 from vivit.data.records import VideoRecord
@@ -19,16 +21,27 @@ from vivit.data.transforms import Photometric, clip_transform, finish_clips
 
 log = logging.getLogger(__name__)
 
+AUTO = "auto"  # data.heads.<head>, data.num_classes, data.eval_split: read from the dataset's files
+EVAL_SPLITS = (AUTO, "test", "val")
+STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+
 
 class VideoDataModule(LightningDataModule):
     """Train/val/test loaders of fixed-length clips for any dataset with an ``annotations`` reader.
 
     ``annotations(root, split)`` returns the records of "train", "val" or "test". ``heads`` maps label-set
-    name to class count, e.g. ``{"verb": 6}`` or ``{"verb": 97, "noun": 300}``; ``num_classes`` (the total
-    number of logits, read by the model config) must equal their sum. ``classes(root)``, when given,
-    returns the class names per head; ``setup`` then checks that their counts match ``heads``, since
-    a wrong count would shift or overflow the class indices. ``generate(root)``, when given,
-    creates the dataset in ``prepare_data`` (the built-in one skips this when it is already there).
+    name to class count, e.g. ``{"verb": 6}`` or ``{"verb": 97, "noun": 300}``, or to ``"auto"``: the count
+    of the dataset's class table, read now from ``classes(root)`` (SSv2's labels.json, EPIC's class CSVs,
+    ...). ``num_classes`` (the total number of logits, read by the model config; ``"auto"`` or None: the sum)
+    must equal their sum. ``classes(root)``, when given, returns the class names per head; a count given
+    as a number is checked against it at setup, since a wrong count would shift or overflow the class
+    indices. ``generate(root)``, when given, creates the dataset in ``prepare_data`` (the built-in one skips
+    this when it is already there).
+
+    ``eval_split`` is the split that testing reads: ``test``, ``val``, or ``auto``: the test split when the
+    dataset has a labelled one, else (no test annotations, or no labels in them, as Kinetics' official test
+    lists) the validation split, with a warning that says so. :meth:`read_annotations` reads every split a
+    run will use, so that a missing file fails before training rather than after it.
     Batches are :class:`Batch` dicts. ``decoder`` names the backend for video files (``pyav``, or
     ``torchcodec`` when installed); ``target_fps`` (None: native frames, as ViViT) makes ``stride`` count
     frames resampled to that rate.
@@ -49,7 +62,7 @@ class VideoDataModule(LightningDataModule):
         self,
         root: str,
         annotations: Callable[[Path, str], list[VideoRecord]],
-        heads: dict[str, int],
+        heads: dict[str, int | str],
         num_frames: int,
         stride: int = 1,
         crop_size: int = 224,
@@ -64,7 +77,7 @@ class VideoDataModule(LightningDataModule):
         batch_size: int = 8,
         num_workers: int = 0,
         generate: Callable[[Path], None] | None = None,
-        num_classes: int | None = None,
+        num_classes: int | str | None = None,
         classes: Callable[[Path], dict[str, list[str]]] | None = None,
         test_clips: int = 1,
         test_crops: int = 1,
@@ -73,22 +86,28 @@ class VideoDataModule(LightningDataModule):
         decoder: str = "pyav",
         target_fps: float | None = None,
         photometric_on: str = "auto",
+        eval_split: str = AUTO,
     ) -> None:
         super().__init__()
         if photometric_on not in ("auto", "loader", "device"):
             raise ValueError(f"data.photometric_on must be auto, loader or device, got {photometric_on!r}")
         self.photometric_on = photometric_on
         self.root = Path(root)
-        self.heads = {str(k): int(v) for k, v in dict(heads).items()}  # also turns a Hydra DictConfig into a dict
-        if not self.root.exists() and generate is None:
-            raise ValueError(
-                f"data.root={root} does not exist: set data.root to the dataset directory "
-                "(or give data.generate to create it)"
-            )
-        if not self.heads or min(self.heads.values()) < 1:
-            raise ValueError(f"data.heads must map each label set to a class count >= 1, got {self.heads}")
-        if num_classes is not None and num_classes != sum(self.heads.values()):
-            raise ValueError(f"data.num_classes={num_classes} must equal the sum of data.heads={self.heads}")
+        self.annotations, self.generate, self.classes = annotations, generate, classes
+        if eval_split not in EVAL_SPLITS:
+            raise ValueError(f"data.eval_split must be one of {list(EVAL_SPLITS)}, got {eval_split!r}")
+        self.eval_split = eval_split
+        self.heads = {str(k): v for k, v in dict(heads).items()}  # also turns a Hydra DictConfig into a dict
+        self._class_names: dict[str, list[str]] | None = None
+        if bad := {k: v for k, v in self.heads.items() if v != AUTO and not (isinstance(v, int) and v >= 1)}:
+            raise ValueError(f"data.heads must map each label set to a class count >= 1 or {AUTO}, got {bad}")
+        if not self.heads:
+            raise ValueError("data.heads must name at least one label set, e.g. {label: auto}")
+        auto = [head for head, count in self.heads.items() if count == AUTO]
+        if auto and classes is None:
+            raise ValueError(f"data.heads.{auto[0]}={AUTO} needs data.classes, a reader of the class table")
+        if not auto:
+            self._check_num_classes(num_classes)
         for key, value in (
             ("num_frames", num_frames),
             ("stride", stride),
@@ -119,7 +138,14 @@ class VideoDataModule(LightningDataModule):
                 f"data.randaugment_layers ({randaugment_layers}) and data.randaugment_magnitude "
                 f"({randaugment_magnitude}) must be >= 0"
             )
-        self.annotations, self.generate, self.classes = annotations, generate, classes
+        # The dataset itself, last: a root that is not this dataset fails here, saying what it should hold.
+        if generate is None and not self.root.is_dir():
+            what = "is a file, not a directory" if self.root.exists() else "does not exist"
+            raise self.layout_error(f"data.root={root} {what}")
+        if classes is not None and (auto or generate is None):
+            names = self.class_names
+            self.heads.update({head: len(names[head]) for head in auto})
+            self._check_num_classes(num_classes)
         self.num_classes = sum(self.heads.values())
         self.num_frames, self.stride = num_frames, stride
         self.crop_size, self.min_resize, self.hflip_prob = crop_size, min_resize, hflip_prob
@@ -136,14 +162,21 @@ class VideoDataModule(LightningDataModule):
         self.batch_size, self.num_workers = batch_size, num_workers
         self.test_clips, self.test_crops = test_clips, test_crops
         self.datasets: dict[str, VideoClipDataset] = {}
+        self._records: dict[str, list[VideoRecord]] = {}  # split -> its records, see records()
         self._videos: dict[str, list[str]] = {}  # split -> its distinct video files, see videos()
+
+    def _check_num_classes(self, num_classes: int | str | None) -> None:
+        if num_classes not in (None, AUTO) and num_classes != sum(self.heads.values()):
+            raise ValueError(f"data.num_classes={num_classes} must equal the sum of data.heads={self.heads}")
 
     @property
     def class_names(self) -> dict[str, list[str]]:
-        """Class names per head, indexed by class id, for printing predictions."""
+        """Class names per head, indexed by class id, for printing predictions (read once)."""
         if self.classes is None:
             raise ValueError("data.classes is not set: this dataset has no class-name reader")
-        names = self.classes(self.root)
+        if self._class_names is None:
+            self._class_names = self._read(self.classes, self.root)
+        names = self._class_names
         if missing := [head for head in self.heads if head not in names]:
             raise ValueError(f"data.heads {missing} have no class names in {self.root} (it has {sorted(names)})")
         return {head: names[head] for head in self.heads}
@@ -163,11 +196,68 @@ class VideoDataModule(LightningDataModule):
                     f"{len(names)} {head} classes: set data.heads and data.num_classes to match"
                 )
 
+    def layout_error(self, problem: str) -> FileNotFoundError:
+        """An error that says what is wrong with ``data.root`` (``problem``), the layout this dataset's reader
+        expects under it (its module's ``LAYOUT``) and how to check a copy."""
+        from hydra.core.hydra_config import HydraConfig
+
+        reader = getattr(self.annotations, "func", self.annotations)  # a functools.partial from the config
+        layout = getattr(sys.modules.get(getattr(reader, "__module__", ""), None), "LAYOUT", None)
+        expected = f". Expected under data.root: {layout}" if layout else ""
+        hydra = HydraConfig.get() if HydraConfig.initialized() else None
+        if hydra is not None and hydra.job.name == "check_data":
+            return FileNotFoundError(f"{problem}{expected}")
+        name = (hydra.runtime.choices.get("data") if hydra is not None else None) or "<name>"
+        return FileNotFoundError(
+            f"{problem}{expected}. Set data.root to the dataset's directory, or list every problem of this one "
+            f"with: python src/check_data.py data={name} data.root={self.root}"
+        )
+
+    def _read(self, reader: Callable, *args):
+        """``reader(*args)``: a missing annotation file becomes :meth:`layout_error`."""
+        try:
+            return reader(*args)
+        except FileNotFoundError as error:
+            empty = self.root.is_dir() and not any(self.root.iterdir())
+            raise self.layout_error(f"data.root={self.root}{' is empty' if empty else ''}: {error}") from None
+
+    def records(self, split: str) -> list[VideoRecord]:
+        """The records of ``split``, read once; "test" reads the split that ``eval_split`` chooses."""
+        if split not in self._records:
+            self._records[split] = self._read_split(split)
+        return self._records[split]
+
+    def _read_split(self, split: str) -> list[VideoRecord]:
+        if split != "test" or self.eval_split == "test":
+            return self._read(self.annotations, self.root, split)
+        if self.eval_split == AUTO:
+            try:
+                return self.annotations(self.root, "test")
+            except (FileNotFoundError, UnlabelledSplitError) as error:
+                log.warning(
+                    "no labelled test split (%s): testing on the validation split instead (data.eval_split=auto)",
+                    error,
+                )
+        else:
+            log.info("data.eval_split=val: testing on the validation split")
+        return self.records("val")
+
+    def read_annotations(self, *stages: str) -> None:
+        """Reads and checks, now, the class table and the annotations of every split that ``stages`` ("fit",
+        "validate", "test") use: called before training, so that no file missing for a later stage (the test
+        split's, typically) fails after hours of it. A generated dataset is complete by construction, and does
+        not exist before ``prepare_data``: nothing to read."""
+        if self.generate is not None:
+            return
+        self.check_class_counts()
+        for stage in stages:
+            for split in STAGE_SPLITS[stage]:
+                self.records(split)
+
     def setup(self, stage: str | None = None) -> None:
         if not self.datasets:
             self.check_class_counts()
-        splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
-        for split in splits[stage] if stage else ("train", "val", "test"):
+        for split in STAGE_SPLITS[stage] if stage else ("train", "val", "test"):
             if split in self.datasets:
                 continue
             train = split == "train"
@@ -185,7 +275,7 @@ class VideoDataModule(LightningDataModule):
                 )
                 for crop in range(crops)
             ]
-            records = self.annotations(self.root, split)
+            records = self.records(split)
             log.info("%s: %d clips in %s", self.root, len(records), split)
             self.datasets[split] = VideoClipDataset(
                 records,

@@ -120,7 +120,8 @@ class FrameIndex:
 def frame_index(path: str | Path) -> FrameIndex:
     """The :class:`FrameIndex` of the video file at ``path``, kept per process for the last files read (a
     re-written file is read again). Container metadata (``stream.frames``) is absent from WebM and not
-    trusted elsewhere: the frames are the packets the decoder would turn into frames."""
+    trusted elsewhere: the frames are the packets the decoder would turn into frames. A file whose frames stop
+    well before the duration its header declares was cut short: a :class:`VideoDecodeError` says so."""
     stat = os.stat(path)
     return _frame_index(str(path), stat.st_mtime_ns, stat.st_size)
 
@@ -134,12 +135,46 @@ def _frame_index(path: str, mtime_ns: int, size: int) -> FrameIndex:
             if packet.size and not packet.is_discard:
                 pts.append(packet.pts)
                 keys.append(packet.pts if packet.is_keyframe else None)
+        declared, time_base, rate = _declared_duration(container, stream), stream.time_base, stream.average_rate
     if None in pts:
         return FrameIndex(len(pts), None, np.zeros(1, dtype=np.int64))
     order = np.array(pts, dtype=np.int64)
     order.sort()
+    if pts and declared:
+        _check_complete(path, order, float(time_base), float(rate or 0), declared)
     keyframes = np.searchsorted(order, [key for key in keys if key is not None])
     return FrameIndex(len(pts), order, np.unique(keyframes))
+
+
+ENDS_EARLY = (0.25, 0.1)  # seconds, fraction: how far before its declared end a file's frames may stop
+
+
+def _declared_duration(container: av.container.InputContainer, stream: av.VideoStream) -> float | None:
+    """Seconds of video that the file's header declares: the video stream's duration (MP4, AVI), else its
+    ``DURATION`` tag (WebM and MKV, as FFmpeg writes them), else the container's when the video is its only
+    stream (an audio track may run longer); None when it declares none."""
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if match := re.fullmatch(r"(\d+):(\d\d):(\d\d(?:\.\d+)?)", stream.metadata.get("DURATION", "")):
+        hours, minutes, seconds = match.groups()
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    if len(container.streams) == 1 and container.duration and container.duration > 0:
+        return container.duration / av.time_base
+    return None
+
+
+def _check_complete(path: str, pts: np.ndarray, time_base: float, rate: float, declared: float) -> None:
+    """Raises when the frames at sorted timestamps ``pts`` stop well before the ``declared`` end (seconds,
+    :data:`ENDS_EARLY`): the file was cut short (an interrupted download or copy). A video that is short by
+    design declares its short length."""
+    frame = 1 / rate if rate > 0 else float(np.median(np.diff(pts))) * time_base if len(pts) > 1 else 0.0
+    end = float(pts[-1] - pts[0]) * time_base + frame  # seconds of frames in the file
+    if declared - end > max(ENDS_EARLY[0], ENDS_EARLY[1] * declared):
+        raise VideoDecodeError(
+            path,
+            f"it ends early: its {len(pts)} frames cover {end:.2f} s of the {declared:.2f} s its header declares "
+            "(the file was cut short)",
+        )
 
 
 def _pyav_frame_rate(path: Path) -> float:

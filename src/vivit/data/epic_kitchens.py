@@ -18,6 +18,10 @@ from pathlib import Path
 from vivit.data.annotations import names_by_index, read_csv
 from vivit.data.records import VideoRecord, usable_records
 
+LAYOUT = (  # for messages about a root that is not laid out so
+    "annotations/EPIC_100_{train,validation,verb_classes,noun_classes}.csv; videos <participant>/videos/"
+    "<video_id>.MP4 (or frames <participant>/rgb_frames/<video_id>/frame_0000000001.jpg)"
+)
 FRAMES = {"video": "videos", "rgb_frames": "rgb_frames"}  # frames= -> the folder under P01/
 SPLIT_FILES = {"train": "EPIC_100_train.csv", "val": "EPIC_100_validation.csv", "test": "EPIC_100_validation.csv"}
 _REQUIRED = ("narration_id", "participant_id", "video_id", "start_frame", "stop_frame", "verb_class", "noun_class")
@@ -38,15 +42,18 @@ def video_fps(root: str | Path) -> dict[str, float]:
     return {row["video_id"]: float(row["fps"]) for row in read_csv(path, ("video_id", "fps"))} if path.is_file() else {}
 
 
-def read_epic_kitchens_100(root: str | Path, split: str, frames: str = "video") -> list[VideoRecord]:
+def read_epic_kitchens_100(
+    root: str | Path, split: str, frames: str = "video", strict: bool = False
+) -> list[VideoRecord]:
     """Segments of ``split`` ("train", "val" or "test" = validation) whose video exists.
 
     EPIC's 1-based, inclusive ``start_frame``/``stop_frame`` become 0-based ``start`` and exclusive ``stop``,
     in the ``.MP4`` (``frames="video"``) or in its folder of frames (``"rgb_frames"``), whose file
     ``frame_{n:010d}.jpg`` is frame n: both give the same frames. A video's fps is the one in
     ``EPIC_100_video_info.csv``, or else the rate its frame numbers count (§4.2): 50 for the EK-100
-    extension's ``PXX_1YY`` ids, 60 for EPIC-55's ``PXX_YY``. Rows with a missing video are reported and left
-    out (:func:`usable_records`); a class id outside the class tables is a malformed file, and raises.
+    extension's ``PXX_1YY`` ids, 60 for EPIC-55's ``PXX_YY``. Rows with a missing video or a class id outside
+    the class tables are reported and left out, as by the other readers (:func:`usable_records`; ``strict``:
+    an unknown class id raises).
     """
     root = Path(root)
     if split not in SPLIT_FILES:
@@ -58,16 +65,13 @@ def read_epic_kitchens_100(root: str | Path, split: str, frames: str = "video") 
     num_classes = {kind: len(names) for kind, names in read_class_names(root).items()}
     fps = video_fps(root)
 
-    records = []
+    records, unknown = [], []
     for row in rows:
-        labels = {}
-        for kind, count in num_classes.items():
-            value = row[f"{kind}_class"]
-            if not value.strip().lstrip("-").isdigit() or not 0 <= int(value) < count:
-                raise ValueError(
-                    f"{path}: row {row['narration_id']}: {kind}_class={value!r} is not a class id in 0..{count - 1}"
-                )
-            labels[kind] = int(value)
+        values = {kind: row[f"{kind}_class"].strip() for kind in num_classes}
+        if bad := [f"{k}_class={v}" for k, v in values.items() if not (v.isdigit() and int(v) < num_classes[k])]:
+            unknown.append((row["narration_id"], ", ".join(bad)))
+            continue
+        labels = {kind: int(value) for kind, value in values.items()}
         start, stop = int(row["start_frame"]) - 1, int(row["stop_frame"])
         if stop <= max(start, 0):
             raise ValueError(f"{path}: row {row['narration_id']}: stop_frame {stop} is before start_frame {start + 1}")
@@ -75,4 +79,4 @@ def read_epic_kitchens_100(root: str | Path, split: str, frames: str = "video") 
         video = root / row["participant_id"] / FRAMES[frames] / (f"{video_id}.MP4" if frames == "video" else video_id)
         rate = fps.get(video_id) or (50.0 if len(video_id.rpartition("_")[2]) == 3 else 60.0)
         records.append(VideoRecord(video, max(start, 0), stop, labels, row["narration_id"], fps=rate))
-    return usable_records(records, [], path, root)
+    return usable_records(records, unknown, path, root, strict)

@@ -18,6 +18,9 @@ from pathlib import Path
 from vivit.data.annotations import names_by_index, read_csv, whole_video_records
 from vivit.data.records import VideoRecord
 
+LAYOUT = (  # for messages about a root that is not laid out so
+    "moments_categories.txt, trainingSet.csv, validationSet.csv; videos {training,validation}/<category>/<video>.mp4"
+)
 SPLITS = {  # split -> (annotation file, video folder)
     "train": ("trainingSet.csv", "training"),
     "val": ("validationSet.csv", "validation"),
@@ -34,8 +37,9 @@ def read_moments_class_names(root: str | Path) -> dict[str, list[str]]:
     return {"label": names_by_index(((row["category"], row["index"]) for row in rows), path)}
 
 
-def read_moments_in_time(root: str | Path, split: str) -> list[VideoRecord]:
-    """Videos of ``split`` ("train", "val" or "test" = validation); missing files and unknown labels are reported."""
+def read_moments_in_time(root: str | Path, split: str, strict: bool = False) -> list[VideoRecord]:
+    """Videos of ``split`` ("train", "val" or "test" = validation); missing files and unknown labels are reported
+    and left out (``strict``: an unknown label raises)."""
     root = Path(root)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
@@ -44,4 +48,4 @@ def read_moments_in_time(root: str | Path, split: str) -> list[VideoRecord]:
     items = [
         (row["filename"], row["label"], root / folder / row["filename"]) for row in read_csv(path, fieldnames=_COLUMNS)
     ]
-    return whole_video_records(items, read_moments_class_names(root)["label"], path, root)
+    return whole_video_records(items, read_moments_class_names(root)["label"], path, root, strict=strict)

@@ -56,14 +56,20 @@ def collect_dropped_rows() -> Iterator[list[DroppedRow]]:
 
 
 def usable_records(
-    records: Sequence[VideoRecord], unknown: Sequence[tuple[str, str]], source: Path, root: Path
+    records: Sequence[VideoRecord],
+    unknown: Sequence[tuple[str, str]],
+    source: Path,
+    root: Path,
+    strict: bool = False,
 ) -> list[VideoRecord]:
     """The records of annotation file ``source`` whose video exists: every reader ends with this check.
 
     ``unknown`` holds ``(row name, label)`` for the rows whose label is not a class of the dataset. Those
     and the rows whose video is missing are logged, with a count and the first names, and left out; the
-    split goes on without them. Raises, naming ``source`` and ``root``, when no row is left. Within
-    :func:`collect_dropped_rows`, the rows left out are also collected.
+    split goes on without them. With ``strict`` (``data.annotations.strict``), an unknown label raises,
+    naming the row, instead. Raises, naming ``source`` and ``root``, when no row is left. Within
+    :func:`collect_dropped_rows`, the rows left out are also collected, and ``strict`` raises nothing: a
+    report lists every problem.
     """
     exists: dict[Path, bool] = {}
     kept, missing = [], []
@@ -72,7 +78,14 @@ def usable_records(
             exists[record.path] = record.path.exists()  # a video file or a folder of frames
         (kept if exists[record.path] else missing).append(record)
     total = len(records) + len(unknown)
-    if (dropped := _dropped_rows.get()) is not None:
+    dropped = _dropped_rows.get()
+    if strict and unknown and dropped is None:
+        name, label = unknown[0]
+        raise ValueError(
+            f"{source}: row {name}: label {label!r} is not a class ({len(unknown)} such rows; "
+            "data.annotations.strict=false skips and reports them)"
+        )
+    if dropped is not None:
         dropped += [DroppedRow(source, name, source, f"label {label!r} is not a class") for name, label in unknown]
         dropped += [DroppedRow(source, r.name, r.path, "video is missing") for r in missing]
     if unknown:

@@ -17,9 +17,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vivit.data.annotations import find_file, index_videos, names_by_index, read_csv, read_json, whole_video_records
+from vivit.data.annotations import (
+    UnlabelledSplitError,
+    find_file,
+    index_videos,
+    names_by_index,
+    read_csv,
+    read_json,
+    whole_video_records,
+)
 from vivit.data.records import VideoRecord
 
+LAYOUT = (  # for messages about a root that is not laid out so
+    "labels/something-something-v2-{labels,train,validation,test}.json (or labels.json, train.json, "
+    "validation.json, test.json), labels/test-answers.csv; videos 20bn-something-something-v2/<id>.webm (or .mp4)"
+)
 LABEL_FILES = {
     "labels": ("something-something-v2-labels.json", "labels.json"),
     "train": ("something-something-v2-train.json", "train.json"),
@@ -51,6 +63,8 @@ def _templates(root: Path, split: str) -> tuple[Path, list[tuple[str, str]]]:
     if split != "test":
         return path, [(i, entry["template"].replace("[", "").replace("]", "")) for i, entry in zip(ids, entries)]
     answers_path = root / "labels" / TEST_ANSWERS
+    if not answers_path.is_file():
+        raise UnlabelledSplitError(f"{path} lists the test videos, but their labels, {answers_path}, are missing")
     rows = read_csv(answers_path, fieldnames=("id", "template"), delimiter=";")
     answers = {row["id"]: row["template"] for row in rows}
     if unanswered := [i for i in ids if i not in answers]:
@@ -58,12 +72,13 @@ def _templates(root: Path, split: str) -> tuple[Path, list[tuple[str, str]]]:
     return path, [(i, answers[i]) for i in ids]
 
 
-def read_ssv2(root: str | Path, split: str) -> list[VideoRecord]:
-    """Videos of ``split`` ("train", "val" or "test"); rows with a missing file or unknown template are reported."""
+def read_ssv2(root: str | Path, split: str, strict: bool = False) -> list[VideoRecord]:
+    """Videos of ``split`` ("train", "val" or "test"); rows with a missing file or unknown template are reported
+    and left out (``strict``: an unknown template raises)."""
     root = Path(root)
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be one of ['test', 'train', 'val'], got {split!r}")
     path, pairs = _templates(root, split)
     videos = index_videos(root / VIDEO_DIR)
     items = [(i, template, videos.get(i, root / VIDEO_DIR / f"{i}.webm")) for i, template in pairs]
-    return whole_video_records(items, read_ssv2_class_names(root)["label"], path, root)
+    return whole_video_records(items, read_ssv2_class_names(root)["label"], path, root, strict=strict)

@@ -17,6 +17,10 @@ from pathlib import Path
 from vivit.data.annotations import read_csv, video_files, whole_video_records
 from vivit.data.records import VideoRecord
 
+LAYOUT = (  # for messages about a root that is not laid out so
+    "{train,val,test}.csv with a path,label header (paths relative to the root), or class folders "
+    "{train,val,test}/<class>/<video>"
+)
 SPLITS = ("train", "val", "test")
 
 
@@ -51,8 +55,9 @@ def read_video_csv_class_names(root: str | Path) -> dict[str, list[str]]:
     return {"label": sorted({label for _, label, _ in items})}
 
 
-def read_video_csv(root: str | Path, split: str) -> list[VideoRecord]:
-    """Videos of ``split`` ("train", "val" or "test"); missing files and unknown labels are reported."""
+def read_video_csv(root: str | Path, split: str, strict: bool = False) -> list[VideoRecord]:
+    """Videos of ``split`` ("train", "val" or "test"); missing files and unknown labels are reported and left
+    out (``strict``: an unknown label raises)."""
     root = Path(root)
     source, items, fps = _items(root, split)
-    return whole_video_records(items, read_video_csv_class_names(root)["label"], source, root, fps)
+    return whole_video_records(items, read_video_csv_class_names(root)["label"], source, root, fps, strict)

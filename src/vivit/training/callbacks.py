@@ -9,14 +9,15 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelSummary
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from torchmetrics import Metric
+from lightning.pytorch.utilities.model_summary.model_summary import _format_summary_table
+from torchmetrics import Metric, MetricCollection
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FaultTolerance", "LossGuard"]
+__all__ = ["FaultTolerance", "LossGuard", "NetworkSummary"]
 
 
 def _mid_epoch(trainer: L.Trainer) -> bool:
@@ -86,7 +87,7 @@ class FaultTolerance(Callback):
             self.save(trainer, "the run received a stop signal")
 
     def save(self, trainer: L.Trainer, why: str) -> None:
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # the whole state (optimizer, loops): to resume
         if trainer.received_sigterm:
             self._saved_at = trainer.global_step
         log.info("%s: saved %s (step %d)", why, self.path, trainer.global_step)
@@ -148,3 +149,34 @@ class LossGuard(Callback):
             self._skip = False
         if self.on_nonfinite == "skip":
             pl_module.log("train/skipped_steps", float(self.skipped), on_step=False, on_epoch=True, reduce_fx="max")
+
+
+class NetworkSummary(ModelSummary):
+    """Lightning's model summary (to ``max_depth``) without the rows of the metrics, which hold no parameters,
+    and without its FLOPs column: Lightning counts FLOPs only by running an ``example_input_array`` through
+    the model, which a VideoClassifier does not have, so the column would be all zeros. A run's GFLOPs per
+    clip are in its ``results.json``."""
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        metrics = (Metric, MetricCollection)
+        self._metrics = {name for name, module in pl_module.named_modules() if isinstance(module, metrics)}
+        super().on_fit_start(trainer, pl_module)
+
+    def summarize(  # type: ignore[override]  # Lightning's is a staticmethod; on_fit_start calls it on self
+        self,
+        summary_data: list[tuple[str, list[str]]],
+        total_parameters: int,
+        trainable_parameters: int,
+        model_size: float,
+        total_training_modes: dict[str, int],
+        total_flops: int,
+        **summarize_kwargs: Any,
+    ) -> None:
+        rows = [i for i, name in enumerate(dict(summary_data)["Name"]) if name not in self._metrics]
+        columns = [(title, [values[i] for i in rows]) for title, values in summary_data if title != "FLOPs"]
+        columns[0] = (columns[0][0], [str(i) for i in range(len(rows))])  # the row numbers
+        table = _format_summary_table(
+            total_parameters, trainable_parameters, model_size, total_training_modes, total_flops, *columns
+        )
+        lines = table.split("\n")
+        log.info("\n%s", "\n".join(lines[:-1] if lines[-1].endswith("Total Flops") else lines))

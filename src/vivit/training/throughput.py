@@ -35,4 +35,6 @@ class TrainingThroughput(Callback):
             if pl_module.device.type == "cuda":
                 torch.cuda.synchronize(pl_module.device)
             clips_per_s = self.clips * trainer.world_size / (time.perf_counter() - self.start)
-            pl_module.log("train/clips_per_s", clips_per_s, on_step=False, on_epoch=True, sync_dist=False)
+            pl_module.log(  # one value per epoch: a batch-weighted mean of one value is that value
+                "train/clips_per_s", clips_per_s, on_step=False, on_epoch=True, sync_dist=False, batch_size=1
+            )

@@ -211,7 +211,7 @@ class VideoClassifier(LightningModule):
         if hasattr(datamodule, "bad_video_marks"):
             metric = getattr(self, f"{stage}_bad_videos")
             metric.update(datamodule.bad_video_marks(stage).to(self.device))
-            self.log(f"{stage}/bad_videos", metric, on_step=False, on_epoch=True)
+            self.log(f"{stage}/bad_videos", metric, on_step=False, on_epoch=True, batch_size=1)  # a count, not a mean
 
     def mix_batch(self, video: Tensor, label: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Mixup/CutMix of a training batch: the mixed (B, C, T, H, W) clips and each head's (B, K_h) targets."""
@@ -255,12 +255,18 @@ class VideoClassifier(LightningModule):
         if len(self.heads) > 1:
             metrics["acc_top1"].update(torch.stack(correct).all(0).float())
         mean_loss.update(losses.detach())
-        on_step = stage == "train"
-        self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=not on_step)
+        on_step, batch_size = stage == "train", len(label)  # given: Lightning would guess it from the batch
+        self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=not on_step, batch_size=batch_size)
         if on_step:
-            self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
+            self.log(
+                "train/loss_step", loss.detach(), on_step=True, on_epoch=False, prog_bar=True, batch_size=batch_size
+            )
         self.log_dict(
-            {f"{stage}/{k}": m for k, m in metrics.items()}, on_step=False, on_epoch=True, prog_bar=stage == "val"
+            {f"{stage}/{k}": m for k, m in metrics.items()},
+            on_step=False,
+            on_epoch=True,
+            prog_bar=stage == "val",
+            batch_size=batch_size,
         )
         return loss
 
