@@ -15,5 +15,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    check_command_line("eval")  # keys that no config has, before Hydra composes
+    check_command_line("eval")  # unknown keys, wrong types (vivit.schemas): one line, before the run
     main()

@@ -21,5 +21,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    check_command_line("prepare_data")  # keys that no config has, before Hydra composes
+    check_command_line("prepare_data")  # unknown keys, wrong types (vivit.schemas): one line, before the run
     main()

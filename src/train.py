@@ -6,7 +6,7 @@ import hydra
 from omegaconf import DictConfig
 
 from vivit.config import check_command_line, check_config  # no torch: fails a bad command at once
-from vivit.run_directory import with_run_overrides
+from vivit.resume import with_run_overrides
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
@@ -20,5 +20,5 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     sys.argv[1:] = with_run_overrides(sys.argv[1:])  # resume=<run dir>: that run's overrides, then this command's
-    check_command_line("train")  # keys that no config has, before Hydra composes
+    check_command_line("train")  # unknown keys, wrong types (vivit.schemas): one line, before the run
     main()

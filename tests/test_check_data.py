@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +10,8 @@ import pytest
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
-from conftest import ROOT, compose_config, write_bad_video
-from test_bad_videos import write_cut_video
-from test_datasets import UNKNOWN_VERB, _custom_csv, _epic, _kinetics, _text
-from test_decoding import _ramp, _write_frames
+from helpers import compose_config, ramp, run_script, write_bad_video, write_cut_video, write_frame_folder
+from test_datasets import UNKNOWN_VERB, write_epic_kitchens, write_kinetics, write_text, write_video_csv
 from vivit.data.check import check_data, run
 from vivit.data.moving_digits import write_video
 
@@ -37,11 +33,11 @@ EPIC = ["data=epic_kitchens_100", "data.heads.verb=3", "data.heads.noun=3", "dat
 @pytest.fixture(scope="module")
 def custom(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("check") / "custom"
-    _custom_csv(root)
+    write_video_csv(root)
     for name in BAD:
         kind = Path(name).stem
         if kind == "gap":  # a folder of JPEG frames without its frame 5
-            _write_frames(root / name, _ramp())
+            write_frame_folder(root / name, ramp())
             (root / name / "frame_0000000006.jpg").unlink()
         elif kind == "cut":
             write_cut_video(root / name, 0.55, noise=True)
@@ -116,7 +112,7 @@ def test_short_videos_at_the_target_frame_rate(custom: Path, tmp_path: Path) -> 
 
 def test_segments_past_the_end_and_short_segments(tmp_path: Path) -> None:
     root = tmp_path / "epic"
-    _epic(root)
+    write_epic_kitchens(root)
     with open(root / "annotations" / "EPIC_100_train.csv", "a") as f:  # 40 frames of a 16-frame video
         f.write("P01_01_9,P01,P01_01,00:00:00.000,00:00:00.00,00:00:00.66,1,40,take tap,take,0,tap,0,['tap'],[0]\n")
     cfg = _cfg(root, tmp_path, "data.num_frames=4", "data.stride=3", data=EPIC)
@@ -144,7 +140,7 @@ SHORT = "fewer than the 10 of 4 at stride 3: clips repeat frames"
 def test_unreadable_annotations_and_class_counts_are_reported(custom: Path, tmp_path: Path) -> None:
     report = check_data(instantiate(_cfg(custom, tmp_path, "data.heads.label=5").data), splits=["val"], workers=0)
     assert report.problems[0].split == "all" and "data.heads.label=5, but the dataset" in report.problems[0].problem
-    _text(tmp_path / "empty" / "README", "no annotations")  # a root that is no dataset: one message, no report
+    write_text(tmp_path / "empty" / "README", "no annotations")  # a root that is no dataset: one message, no report
     with pytest.raises(InstantiationException, match=r"neither .*train.csv nor .* Expected under data.root: "):
         instantiate(_cfg(tmp_path / "empty", tmp_path).data)
 
@@ -152,9 +148,7 @@ def test_unreadable_annotations_and_class_counts_are_reported(custom: Path, tmp_
 def test_command_line_uses_a_process_pool_and_exits_non_zero(custom: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
     args = [*CUSTOM, f"data.root={custom}", "workers=2", f"out={out}", f"hydra.run.dir={tmp_path / 'run'}"]
-    done = subprocess.run(
-        [sys.executable, "src/check_data.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
-    )
+    done = run_script("check_data", *args, timeout=300)
     assert done.returncode == 1, done.stderr
     assert "| error | train |" in done.stdout and "bad/no_video.mp4 | no video stream |" in done.stdout
     report = json.loads((out / "check_data.json").read_text())
@@ -166,7 +160,7 @@ def test_epic_unknown_class_id_and_bad_videos_in_one_pass(tmp_path: Path) -> Non
     """Issue 17.21: a row with an unknown verb class no longer hides the damaged videos after it (even with
     data.annotations.strict=true, which makes training stop at the row, the check lists everything)."""
     root = tmp_path / "epic"
-    _epic(root)
+    write_epic_kitchens(root)
     with open(root / "annotations" / "EPIC_100_train.csv", "a") as f:
         f.write(UNKNOWN_VERB + "\n")
     write_bad_video(root / "P01/videos/P01_101.MP4", "truncated", root / "P01/videos/P01_01.MP4")
@@ -185,7 +179,7 @@ def test_epic_unknown_class_id_and_bad_videos_in_one_pass(tmp_path: Path) -> Non
 def test_a_missing_test_split_is_a_note_when_testing_reads_val(tmp_path: Path) -> None:
     """Issue 17.23: a Kinetics copy without test.csv passes the check when data.eval_split=auto tests on val."""
     root = tmp_path / "kinetics"
-    _kinetics(root)
+    write_kinetics(root)
     (root / "annotations" / "test.csv").unlink()
     kinetics = ["data=kinetics400", "data.heads.label=3", "data.num_classes=3"]
     report = check_data(instantiate(_cfg(root, tmp_path, data=kinetics).data), splits=["test"], workers=0)

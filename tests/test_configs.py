@@ -16,10 +16,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
-from conftest import CONF, ROOT, compose_config
+import vivit.schemas
+from helpers import CONF, ROOT, compose_config, run_script
 from test_datasets import FIXTURES
-from vivit.config import check_override_types, short_name
-from vivit.pipeline import build, instantiate_callbacks, instantiate_loggers
+from vivit.config import check_command_line, short_name
+from vivit.pipeline import build
+from vivit.trainer import instantiate_callbacks, instantiate_loggers
 
 GROUPS = [
     "data",
@@ -38,6 +40,17 @@ GROUPS = [
     "input_encoding",
     "sweep",
 ]
+
+
+# The node that each option of a typed group fills, and the schema (vivit.schemas) that its yaml extends.
+SCHEMA_NODES = {
+    "data": ("data", "DataSchema"),
+    "trainer": ("trainer", "TrainerSchema"),
+    "optimizer": ("model.optimizer", "OptimizerSchema"),
+    "scheduler": ("model.scheduler", "SchedulerSchema"),
+    "regularisation": ("regularisation", "RegularisationSchema"),
+    "backbone": ("backbone", "BackboneSchema"),
+}
 
 
 def options(group: str) -> list[str]:
@@ -76,6 +89,8 @@ def test_every_option_composes_and_instantiates(group: str, option: str, data_di
         overrides.append("data.crop_size=28")  # ViT-H/14: the crop must be a multiple of 14
     cfg = compose_config(overrides=overrides, output_dir=tmp_path)
     assert HydraConfig.get().runtime.choices[group] == option
+    if group in SCHEMA_NODES and (node := OmegaConf.select(cfg, SCHEMA_NODES[group][0])) is not None:
+        assert issubclass(OmegaConf.get_type(node), getattr(vivit.schemas, SCHEMA_NODES[group][1]))
     instantiate_all(cfg)
 
 
@@ -136,8 +151,6 @@ def test_unknown_keys_are_answered_with_the_key_meant(script, overrides, message
 def test_a_key_to_add_is_checked_only_when_it_is_a_near_miss(tmp_path: Path) -> None:
     """``+key`` adds a key that the config files do not have: taken, unless one beside it has a close name;
     ``++key`` insists."""
-    from vivit.config import check_command_line
-
     check_command_line("train", ["+trainer.accumulate_grad_batches=2", "++trainer.max_epoch=3", "data.root=/videos"])
     with pytest.raises(SystemExit, match=r"did you mean trainer.max_epochs\? \(\+\+trainer.max_epoch=... adds"):
         check_command_line("train", ["+trainer.max_epoch=3"])
@@ -146,7 +159,8 @@ def test_a_key_to_add_is_checked_only_when_it_is_a_near_miss(tmp_path: Path) -> 
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["data.batch_size=sixteen"], "data.batch_size='sixteen': expected a number"),
+        (["data.batch_size=sixteen"], "data.batch_size='sixteen': expected an integer"),
+        (["trainer.deterministic=maybe"], "trainer.deterministic='maybe': expected true, false or warn"),
         (["model=factorised_self_attention", "model.net.pool=cls"], "set model.net.pool=mean"),
         (["model=factorised_dot_product", "backbone.num_heads=3", "backbone.embed_dim=48"], "num_heads must be even"),
         (["data.num_frames=15"], "frames (15) is not divisible"),
@@ -179,22 +193,19 @@ def checkpoint_file(tmp_path: Path) -> Path:
         ("predict", [], "give video=<...>: no default"),
         ("export", ["format=tflite"], "format='tflite': choose one of onnx, torch_export"),
         ("export", ["format=ONNX"], "format='ONNX': choose one of onnx, torch_export"),
-        ("export", ["batch_size=two"], "batch_size='two': expected a number of clips, or null for a dynamic batch"),
-        ("eval", ["data.batch_size=sixteen"], "data.batch_size='sixteen': expected a number, like 8, 16"),
-        ("eval", ["data.test_clips=four"], "data.test_clips='four': expected a number, like"),
+        ("export", ["batch_size=two"], "batch_size='two': expected an integer, or null"),
+        ("export", ["batch_size=0"], "batch_size=0: expected a number of clips, or null for a dynamic batch"),
+        ("eval", ["data.batch_size=sixteen"], "data.batch_size='sixteen': expected an integer, or null"),
         ("eval", ["data.skip_bad_eval_videos=maybe"], "data.skip_bad_eval_videos='maybe': expected true or false"),
         ("eval", ["trainer=gpu"], "trainer.accelerator=gpu: no GPU is visible on this machine; use trainer=cpu"),
-        ("predict", ["top_k=five"], "top_k='five': expected a number, like its default 5"),
+        ("predict", ["top_k=five"], "top_k='five': expected an integer"),
         ("prepare_data", [], "give out=<...>: no default"),
         ("prepare_data", [f"out={ROOT / 'no_such_dir'}", "codec=h265"], "codec='h265': choose one of"),
         *(
             (s, ["ckpt_path=/no/such.ckpt"], "ckpt_path='/no/such.ckpt' is not a file")
             for s in ("eval", "predict", "export")
         ),
-        *(
-            (s, ["seed=one"], "seed='one': expected a number, like its default 42")
-            for s in ("eval", "predict", "export")
-        ),
+        *((s, ["seed=one"], "seed='one': expected an integer") for s in ("eval", "predict", "export")),
     ],
 )
 def test_other_entry_points_check_before_torch_is_imported(
@@ -206,20 +217,30 @@ def test_other_entry_points_check_before_torch_is_imported(
     assert_fails_before_torch(script, overrides, message, tmp_path)
 
 
-def assert_fails_before_torch(script: str, overrides: list[str], message: str, tmp_path: Path) -> None:
-    """``message`` is the command's only line on stderr, torch was not imported, and no run directory was made.
-    No GPU is visible to the command."""
-    args = [str(ROOT / "src" / f"{script}.py"), *overrides, f"hydra.run.dir={tmp_path / 'run'}"]
+@pytest.mark.parametrize("script", ["train", "check_data"])
+def test_a_root_that_holds_no_dataset_is_answered_before_torch(script: str, tmp_path: Path) -> None:
+    """Issue 17: data.root empty (or a file, or absent: test_datasets) is answered by the annotation readers, which
+    need no torch: what was looked for, the layout expected and, outside src/check_data.py, the next step."""
+    (tmp_path / "empty").mkdir()
+    root = tmp_path / "empty"
+    looked_for = f"data.root={root} is empty: annotation file not found: none of ['train.csv'] is in {root}/annotations"
+    line = assert_fails_before_torch(script, ["data=kinetics400", f"data.root={root}"], looked_for, tmp_path)
+    assert ". Expected under data.root: annotations/{train,val,test}.csv" in line
+    assert line.endswith(f"with: python src/check_data.py data=kinetics400 data.root={root}") == (script == "train")
+
+
+def assert_fails_before_torch(script: str, overrides: list[str], message: str, tmp_path: Path) -> str:
+    """``message`` is in the command's only line on stderr (returned), torch was not imported, and no run
+    directory was made. No GPU is visible to the command."""
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run(
-        [sys.executable, "-X", "importtime", *args], cwd=ROOT, capture_output=True, text=True, env=env
-    )
+    proc = run_script(script, *overrides, f"hydra.run.dir={tmp_path / 'run'}", env=env, python=["-X", "importtime"])
     assert proc.returncode != 0
     lines = [line for line in proc.stderr.splitlines() if not line.startswith("import time:")]
     assert len(lines) == 1 and message in lines[0], proc.stderr[-2000:]
     imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
     assert imported and not imported & {"torch", "lightning", "timm"}
     assert not (tmp_path / "run").exists()
+    return lines[0]
 
 
 def test_rule_messages_name_keys_that_exist(tmp_path: Path) -> None:
@@ -255,35 +276,53 @@ def test_sweep_job_names_are_one_short_stable_directory_each() -> None:
 
 
 @pytest.mark.parametrize(
-    ("override", "default"),
+    ("script", "overrides", "message"),
     [
-        ("data.batch_size=sixteen", "16"),
-        ("model.optimizer.lr=fast", "0.001"),
-        ("model.net.embed_dim=big", "96"),  # ${backbone.embed_dim}, followed
-        ("trainer.deterministic=maybe", "False"),
+        ("train", ["data=kinetics400", "data.min_resize=big"], "data.min_resize='big': expected an integer, or null"),
+        ("train", ["data.batch_size=8", "data.batch_size=sixteen"], "data.batch_size='sixteen': expected an integer"),
+        ("train", ["data.mean=0.5"], "data.mean='0.5': expected a list of numbers, in brackets"),
+        ("train", ["data.generate.num_train=ten"], "data.generate.num_train='ten': expected an integer"),
+        ("train", ["model.optimizer.lr=fast"], "model.optimizer.lr='fast': expected a number"),
+        ("train", ["optimizer=sgd", "model.optimizer.momentum=high"], "model.optimizer.momentum='high': expected a"),
+        ("train", ["model.scheduler.warmup_epochs=few"], "model.scheduler.warmup_epochs='few': expected a number"),
+        ("train", ["regularisation=ssv2", "regularisation.mixup_alpha=x"], "regularisation.mixup_alpha='x': expected"),
+        ("train", ["backbone.embed_dim=big"], "backbone.embed_dim='big': expected an integer"),
+        ("train", ["trainer=ddp", "trainer.sync_batchnorm=maybe"], "trainer.sync_batchnorm='maybe': expected true or"),
+        ("train", ["test=maybe"], "test='maybe': expected true or false"),
+        ("train", ["optimizer.lr=0.1"], "optimizer.lr: no such key in the config; did you mean model.optimizer.lr?"),
+        ("train", ["+data.root=/videos"], "Could not append to config. An item is already at 'data.root'. Either"),
+        ("eval", ["ckpt_path=x.ckpt", "data.test_clips=four"], "data.test_clips='four': expected an integer, or null"),
+        ("export", ["ckpt_path=x.ckpt", "atol=small"], "atol='small': expected a number"),
+        ("check_data", ["data=ssv2", "workers=many"], "workers='many': expected an integer, or null"),
+        ("prepare_data", ["out=/fast", "crf=good"], "crf='good': expected an integer"),
     ],
 )
-def test_wrong_type_is_found_in_the_config_files(override: str, default: str, tmp_path: Path) -> None:
-    """The type check reads a key's default from the files the run was composed from, without composing
-    again (Hydra is not even initialised here); text that a key takes passes."""
-    key = override.split("=")[0]
-    cfg = compose_config(overrides=[override], output_dir=tmp_path)
-    with pytest.raises(ValueError, match=f"{key}='.*': expected .*, like its default {default}$"):
-        check_override_types(cfg)
-    check_override_types(
-        compose_config(overrides=["data.root=/videos", "trainer.precision=bf16-mixed"], output_dir=tmp_path)
-    )
+def test_wrong_types_are_refused_as_hydra_composes(script: str, overrides: list[str], message: str) -> None:
+    """The schemas of vivit.schemas type the keys of every entry point: Hydra refuses a value of another type as
+    it composes, and check_command_line (before the run starts) answers with one line naming the key, the value
+    and the type; a value of the right type passes."""
+    with pytest.raises(SystemExit) as error:
+        check_command_line(script, overrides)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_values_of_the_types_a_key_takes_pass() -> None:
+    """1e-4 is a number (text to PyYAML); null where a key may be null; the words that untyped keys take."""
+    check_command_line("train", ["data=kinetics400", "data.min_resize=null", "data.mean=[0.45,0.45,0.45]"])
+    check_command_line("train", ["model.optimizer.lr=1e-4", "trainer.devices=auto", "trainer.deterministic=warn"])
+    check_command_line("eval", ["ckpt_path=x.ckpt", "data.test_clips=4", "data.root=/videos", "data.generate=null"])
 
 
 def test_eval_takes_every_data_key_also_for_a_checkpoint_older_than_the_key(tiny_cfg, tmp_path: Path) -> None:
     """``data.<key>=value`` of src/eval.py replaces the checkpoint's setting, for any key of the data configs (no
     ``+``), also one that the checkpoint's config does not have; a key that the data module does not take either
     is refused by name."""
-    from test_export import write_checkpoint
-    from vivit.pipeline import check_accepted, evaluate
+    from helpers import write_checkpoint
+    from vivit.checkpoints import check_accepted
+    from vivit.pipeline import evaluate
 
     cfg = tiny_cfg()
-    with open_dict(cfg):
+    with open_dict(cfg.data):  # typed (vivit.schemas): its own flag
         del cfg.data["skip_bad_eval_videos"]  # written before the key existed
     ckpt = write_checkpoint(cfg, tmp_path / "old.ckpt")
     overrides = [f"ckpt_path={ckpt}", "data.skip_bad_eval_videos=true", "trainer.limit_test_batches=1"]
@@ -297,12 +336,13 @@ def test_eval_takes_every_data_key_also_for_a_checkpoint_older_than_the_key(tiny
 def test_internal_configs_are_no_options_and_make_answers_like_python(tmp_path: Path) -> None:
     """--help lists only options that can be chosen (the shared parts of model=, sweep= and trainer= are not
     among them), and `make train` gives Hydra's short answer to a wrong option, not a stack trace."""
-    proc = subprocess.run([sys.executable, "src/train.py", "--help"], cwd=ROOT, capture_output=True, text=True)
+    proc = run_script("train", "--help")
     assert "trainer: cpu, ddp, gpu\n" in proc.stdout
     assert (
         "model: factorised_dot_product, factorised_encoder, factorised_self_attention, spatiotemporal\n" in proc.stdout
     )
-    assert "_classifier" not in proc.stdout and "_sweep" not in proc.stdout
+    groups = proc.stdout.split("== Config ==")[0]
+    assert not re.search(r"_classifier|_sweep|_video|schema", groups)  # conf/_*.yaml, vivit.schemas: no groups'
     if not shutil.which("make"):
         pytest.skip("no make")
     make = ["make", "-s", "-o", ".venv/.installed", "train", "ARGS=model=factorised_encodr"]

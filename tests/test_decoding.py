@@ -11,9 +11,8 @@ import pytest
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from torchvision.io import encode_jpeg, write_file
 
-from conftest import compose_config
+from helpers import RAMP_FRAMES, compose_config, ramp, write_frame_folder
 from vivit.data import VideoDecodeError, VideoRecord
 from vivit.data.clips import VideoClipDataset
 from vivit.data.decoding import DECODERS, count_frames, decode_frames, frame_rate, get_decoder
@@ -21,12 +20,6 @@ from vivit.data.moving_digits import EPIC_HEADER, write_video
 from vivit.data.sampling import clip_indices
 from vivit.data.transforms import clip_transform
 from vivit.data.video_csv import read_video_csv
-
-NUM_FRAMES = 40  # grey levels 4, 10, ..., 238
-
-
-def _ramp(num_frames: int = NUM_FRAMES) -> np.ndarray:
-    return np.stack([np.full((32, 32, 3), 4 + 6 * i, dtype=np.uint8) for i in range(num_frames)])
 
 
 def _frame_indices(frames: np.ndarray | torch.Tensor) -> list[int]:
@@ -39,13 +32,6 @@ def _clip_indices(clip: torch.Tensor) -> list[int]:
     """The same for a normalised ``(C, T, H, W)`` clip."""
     levels = (clip.mean(dim=(0, 2, 3)) + 1) * 127.5
     return [round((level - 4) / 6) for level in levels.tolist()]
-
-
-def _write_frames(folder: Path, frames: np.ndarray, name: str = "frame_{:010d}.jpg") -> None:
-    """One JPEG per frame, numbered from 1, as EPIC-KITCHENS' rgb_frames."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for number, frame in enumerate(frames, start=1):
-        write_file(str(folder / name.format(number)), encode_jpeg(torch.from_numpy(frame).permute(2, 0, 1), quality=95))
 
 
 def _views(records: list[VideoRecord], num_frames: int, stride: int, clips: int = 1, **options) -> list[list[int]]:
@@ -61,9 +47,9 @@ def _views(records: list[VideoRecord], num_frames: int, stride: int, clips: int 
 
 def test_frame_folder_reads_only_the_frames_asked_for(tmp_path: Path) -> None:
     folder = tmp_path / "P01_01"
-    _write_frames(folder, _ramp())
+    write_frame_folder(folder, ramp())
     (folder / "notes.txt").write_text("not a frame")
-    assert count_frames(folder) == NUM_FRAMES
+    assert count_frames(folder) == RAMP_FRAMES
     assert _frame_indices(decode_frames(folder, [7, 0, 7, 39])) == [7, 0, 7, 39]
     with pytest.raises(ValueError, match="folder of frames, which has no frame rate"):
         frame_rate(folder)
@@ -71,14 +57,14 @@ def test_frame_folder_reads_only_the_frames_asked_for(tmp_path: Path) -> None:
     # unpadded numbers (img_1.jpg, ..., img_10.jpg) and SlowFast's <id>_000001.jpg names
     for name in ("img_{}.jpg", "78687_{:06d}.jpg"):
         other = tmp_path / name[:3]
-        _write_frames(other, _ramp(12), name)
+        write_frame_folder(other, ramp(12), name)
         assert count_frames(other) == 12 and _frame_indices(decode_frames(other, [11, 9, 0])) == [11, 9, 0]
 
 
 @pytest.mark.parametrize("problem", ["missing", "corrupt", "empty", "mixed"])
 def test_bad_frame_folder_is_a_decode_error_naming_the_file(problem: str, tmp_path: Path) -> None:
     folder = tmp_path / "video"
-    _write_frames(folder, _ramp(10))
+    write_frame_folder(folder, ramp(10))
     bad = folder / "frame_0000000004.jpg"  # frame 3
     if problem == "missing":
         bad.unlink()
@@ -111,8 +97,8 @@ def _epic(root: Path) -> None:
     (ann / "EPIC_100_video_info.csv").write_text("video_id,duration,fps,resolution\nP01_01,0.67,60.0,32x32\n")
     for video, fps in (("P01_01", 60), ("P01_101", 50)):  # P01_101 is not in video_info: 50 from its id
         (root / "P01" / "videos").mkdir(parents=True, exist_ok=True)
-        write_video(root / "P01" / "videos" / f"{video}.MP4", _ramp(), fps)
-        _write_frames(root / "P01" / "rgb_frames" / video, _ramp())
+        write_video(root / "P01" / "videos" / f"{video}.MP4", ramp(), fps)
+        write_frame_folder(root / "P01" / "rgb_frames" / video, ramp())
 
 
 @pytest.mark.parametrize("target_fps", [None, 30])
@@ -163,7 +149,7 @@ def test_clip_indices_at_a_target_rate() -> None:
 def test_target_fps_resamples_25_and_30_fps_videos(tmp_path: Path) -> None:
     records = []
     for fps in (25, 30):
-        write_video(tmp_path / f"{fps}.mp4", _ramp(), fps)
+        write_video(tmp_path / f"{fps}.mp4", ramp(), fps)
         records.append(VideoRecord(path=tmp_path / f"{fps}.mp4", start=0, stop=None, labels={"label": 0}, name=""))
     assert [frame_rate(r.path) for r in records] == [25.0, 30.0]
     # native frames (ViViT): the same indices at both rates
@@ -173,9 +159,9 @@ def test_target_fps_resamples_25_and_30_fps_videos(tmp_path: Path) -> None:
 
 
 def test_video_csv_frame_folders_with_an_fps_column(tmp_path: Path) -> None:
-    _write_frames(tmp_path / "frames" / "abc", _ramp(), "abc_{:06d}.jpg")
+    write_frame_folder(tmp_path / "frames" / "abc", ramp(), "abc_{:06d}.jpg")
     (tmp_path / "clips").mkdir()
-    write_video(tmp_path / "clips" / "d.mp4", _ramp(), 30)
+    write_video(tmp_path / "clips" / "d.mp4", ramp(), 30)
     for split in ("train", "val", "test"):
         (tmp_path / f"{split}.csv").write_text("path,label,fps\nframes/abc,cat,60\nclips/d.mp4,dog,\n")
     records = read_video_csv(tmp_path, "val")
@@ -232,8 +218,8 @@ def test_decoder_must_be_known_and_importable(monkeypatch, tmp_path: Path) -> No
 def test_torchcodec_decodes_as_pyav(tmp_path: Path) -> None:
     for name, fps in (("a.mp4", 30), ("b.webm", 12)):
         path = tmp_path / name
-        write_video(path, _ramp(), fps)
-        assert count_frames(path, "torchcodec") == count_frames(path) == NUM_FRAMES
+        write_video(path, ramp(), fps)
+        assert count_frames(path, "torchcodec") == count_frames(path) == RAMP_FRAMES
         assert frame_rate(path, "torchcodec") == frame_rate(path) == fps
         indices = [5, 0, 5, 39, 12]
         frames = {decoder: decode_frames(path, indices, decoder) for decoder in ("pyav", "torchcodec")}

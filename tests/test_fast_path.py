@@ -7,7 +7,9 @@ from functools import partial
 
 import pytest
 import torch
+from omegaconf import open_dict
 
+from helpers import write_checkpoint
 from vivit.models import (
     FactorisedDotProduct,
     FactorisedEncoder,
@@ -15,7 +17,7 @@ from vivit.models import (
     SpatioTemporal,
     TubeletTokeniser,
 )
-from vivit.models.layers import attention_priority
+from vivit.models.layers import Block, Blocks, attention_priority
 from vivit.training import VideoClassifier
 from vivit.training.video_classifier import fused_optimizer, param_groups
 
@@ -32,17 +34,39 @@ def grads(net, video):
     return {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize("cls", [SpatioTemporal, FactorisedEncoder, FactorisedSelfAttention])
-def test_activation_checkpointing_gives_the_same_gradients(cls) -> None:
+def block_runs(net: torch.nn.Module, video: torch.Tensor) -> tuple[dict, int]:
+    """The gradients of one forward and backward pass, and how many times a block's forward started in it."""
+    runs = []
+    for block in (m for m in net.modules() if isinstance(m, Block)):
+        block.register_forward_pre_hook(lambda *_: runs.append(1))
+    return grads(net, video), len(runs)
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs"),
+    [(SpatioTemporal, {}), (FactorisedEncoder, {"temporal_depth": 1}), (FactorisedSelfAttention, {})],
+)
+def test_activation_checkpointing_runs_every_block_again_with_the_same_gradients(cls, kwargs) -> None:
     video = torch.randn(2, 3, 4, 16, 16)
-    net = tiny(cls, pool="mean")
-    plain = grads(net, video)
-    VideoClassifier(net, torch.optim.SGD, activation_checkpointing=True)
-    assert net.activation_checkpointing
-    checkpointed = grads(net, video)
+    plain, runs = block_runs(tiny(cls, pool="mean", **kwargs), video)
+    checkpointed, runs_again = block_runs(tiny(cls, pool="mean", activation_checkpointing=True, **kwargs), video)
+    assert runs_again == 2 * runs  # each block once more in the backward pass, the temporal encoder's too
     assert plain.keys() == checkpointed.keys()
     for name in plain:
         torch.testing.assert_close(checkpointed[name], plain[name], msg=name)
+
+
+def test_a_checkpoint_configured_with_the_earlier_model_activation_checkpointing_loads(tiny_cfg, tmp_path, caplog):
+    from vivit.checkpoints import load_model
+
+    cfg = tiny_cfg()
+    with open_dict(cfg):  # the stored config of a run from before model.net.activation_checkpointing
+        del cfg.model.net["activation_checkpointing"]
+        cfg.model.activation_checkpointing = True
+    model, _ = load_model(write_checkpoint(cfg, tmp_path / "old.ckpt"))
+    assert model.net.activation_checkpointing
+    assert all(m.checkpointing for m in model.net.modules() if isinstance(m, Blocks))
+    assert "model.activation_checkpointing is deprecated: use model.net.activation_checkpointing" in caplog.text
 
 
 def test_attention_backend_priority_keeps_the_logits() -> None:
@@ -90,10 +114,7 @@ def test_fused_cpu_step_matches_the_per_tensor_step() -> None:
     assert not torch.equal(nets[0].head.weight, tiny().head.weight)  # it did train
 
 
-needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (run by the device script)")
-
-
-@needs_gpu
+@pytest.mark.gpu
 @pytest.mark.parametrize("cls", [SpatioTemporal, FactorisedEncoder, FactorisedSelfAttention, FactorisedDotProduct])
 def test_bf16_fast_attention_matches_fp32_on_gpu(cls) -> None:
     video = torch.randn(2, 3, 4, 16, 16, device="cuda")
@@ -106,7 +127,7 @@ def test_bf16_fast_attention_matches_fp32_on_gpu(cls) -> None:
     assert (logits - reference).norm() / reference.norm() < 3e-2
 
 
-@needs_gpu
+@pytest.mark.gpu
 def test_compiled_fused_training_step_on_gpu() -> None:
     torch.manual_seed(0)
     video = torch.randn(2, 3, 4, 16, 16, device="cuda")

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -17,21 +16,19 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import Dataset
 
-from conftest import ROOT, TINY_DATA, TINY_NET
+from helpers import TINY_DATA, TINY_NET, run_script, start_script
 from vivit.data.resumable import EpochSampler, ResumableLoader, SeededClips
 from vivit.pipeline import train
 from vivit.training.checkpoint_io import AtomicCheckpointIO
+from vivit.training.loggers import ContinuedCSVLogger
 
 # 48 clips at batch 8: 6 steps per epoch. last.ckpt every 4 steps: steps 4, 8 and 16 fall inside an epoch.
-RUN = [*TINY_DATA, *TINY_NET, "trainer.max_epochs=3", "trainer.deterministic=true",
-       "callbacks.fault_tolerance.every_n_train_steps=4", "callbacks.progress_bar.refresh_rate=0"]  # fmt: skip
-ENV = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}  # for fault_helpers
+QUIET_STEPS = ["callbacks.fault_tolerance.every_n_train_steps=4", "callbacks.progress_bar.refresh_rate=0"]
+RUN = [*TINY_DATA, *TINY_NET, "trainer.max_epochs=3", "trainer.deterministic=true", *QUIET_STEPS]
 
 
 def start_train(run_dir: Path, *args: str) -> subprocess.Popen:
-    log = (run_dir.parent / f"{run_dir.name}.out").open("a")
-    command = [sys.executable, str(ROOT / "src" / "train.py"), *RUN, *args]
-    return subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=log, stderr=subprocess.STDOUT)
+    return start_script("train", *RUN, *args, output=(run_dir.parent / f"{run_dir.name}.out").open("a"))
 
 
 def finish(proc: subprocess.Popen, run_dir: Path) -> int:
@@ -44,9 +41,9 @@ def pause_and(run_dir: Path, data_dir: Path, send: signal.Signals, *args: str) -
     """Starts a run in ``run_dir``, waits until it pauses at the start of step 9 (epoch 1, batch 3; its last
     checkpoint is from step 8) and sends it ``send``."""
     marker = run_dir.parent / f"{run_dir.name}.paused"
-    proc = start_train(run_dir, f"paths.data_dir={data_dir}", f"hydra.run.dir={run_dir}",
-                       "+callbacks.pause._target_=fault_helpers.PauseAt", "+callbacks.pause.step=9",
-                       f"+callbacks.pause.marker={marker}", *args)  # fmt: skip
+    pause = ["+callbacks.pause._target_=helpers.PauseAt", "+callbacks.pause.step=9"]
+    paths = [f"paths.data_dir={data_dir}", f"hydra.run.dir={run_dir}"]
+    proc = start_train(run_dir, *paths, *pause, f"+callbacks.pause.marker={marker}", *args)
     deadline = time.monotonic() + 300
     while not marker.exists():
         assert proc.poll() is None and time.monotonic() < deadline, "the run ended before pausing"
@@ -109,8 +106,9 @@ def test_stop_signal_saves_exits_and_resumes_exactly(send: signal.Signals, refer
 
 @pytest.mark.slow
 @pytest.mark.parametrize("send", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
-def test_stop_signal_under_ddp_saves_once_on_every_rank_and_resumes(send: signal.Signals, data_dir: Path,
-                                                                    tmp_path: Path) -> None:  # fmt: skip
+def test_stop_signal_under_ddp_saves_once_on_every_rank_and_resumes(
+    send: signal.Signals, data_dir: Path, tmp_path: Path
+) -> None:
     """SIGTERM or SIGINT to the main process of a 2-process ddp run (Lightning passes it on to rank 1 as SIGTERM):
     both ranks save the same step's checkpoint together, exit cleanly, and the run resumes to the end from it."""
     run_dir = tmp_path / "ddp"
@@ -142,7 +140,7 @@ def test_killed_sweep_reruns_only_the_jobs_it_had_not_finished(data_dir: Path, t
     as an uninterrupted run of that job, and runs the third from scratch."""
     marker = tmp_path / "paused"
     sweep_args = ["sweep=table3_temporal_layers", f"paths.data_dir={data_dir}", f"paths.log_dir={tmp_path}"]
-    sweep_args += ["model.net.temporal_depth=0,1,2", "+callbacks.pause._target_=fault_helpers.PauseAt"]
+    sweep_args += ["model.net.temporal_depth=0,1,2", "+callbacks.pause._target_=helpers.PauseAt"]
     sweep_args += ["+callbacks.pause.step=9", "+callbacks.pause.job=1", f"+callbacks.pause.marker={marker}"]
     sweep, out = tmp_path / "train" / "sweeps" / "table3_temporal_layers", tmp_path / "sweep"
     proc = start_train(out, *sweep_args)
@@ -211,10 +209,9 @@ def test_resumed_run_continues_its_csv_log(tiny_cfg, tmp_path: Path) -> None:
     """A run that crashes two steps after its step-8 checkpoint and is resumed (ckpt_path=last) ends with the
     CSV log of an uninterrupted run: one file, the first part's rows kept, the steps logged after the
     checkpoint not twice, and the columns that only the resumed part logs (test/) in the header."""
-    run = ["trainer.max_epochs=2", "trainer.deterministic=true", "trainer.log_every_n_steps=1",
-           "callbacks.fault_tolerance.every_n_train_steps=4", "callbacks.progress_bar.refresh_rate=0"]  # fmt: skip
+    run = ["trainer.max_epochs=2", "trainer.deterministic=true", "trainer.log_every_n_steps=1", *QUIET_STEPS]
     train(tiny_cfg(*run))
-    cfg = tiny_cfg(*run, "+callbacks.crash._target_=fault_helpers.CrashAt", "+callbacks.crash.step=10")
+    cfg = tiny_cfg(*run, "+callbacks.crash._target_=helpers.CrashAt", "+callbacks.crash.step=10")
     cfg.paths.output_dir = str(tmp_path / "resumed")
     with pytest.raises(RuntimeError, match="crashed at step 10"):
         train(cfg)
@@ -226,6 +223,29 @@ def test_resumed_run_continues_its_csv_log(tiny_cfg, tmp_path: Path) -> None:
     assert [p.name for p in log.parent.iterdir() if p.suffix == ".csv"] == ["metrics.csv"]
     assert "test/loss" in csv_rows(log)[0]
     assert csv_rows(log) == csv_rows(tmp_path / "csv" / "metrics.csv")
+
+
+def test_csv_log_survives_until_the_resumed_run_logs(tmp_path: Path) -> None:
+    """Lightning's CSV writer deletes an earlier metrics.csv when it starts (lightning 2.6): the logger writes it
+    back at once, without Lightning's warning that it will be deleted, and drops the earlier rows from the
+    resumed run's first step on only when that step reaches the file."""
+    log = tmp_path / "csv" / "metrics.csv"
+    log.parent.mkdir()
+    earlier = "epoch,step,train/loss\r\n0,0,1.0\r\n0,1,0.9\r\n0,2,0.8\r\n"
+    log.write_bytes(earlier.encode())
+    logger = ContinuedCSVLogger(tmp_path, name="csv", version="")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        logger.log_hyperparams({"seed": 1})  # starts the writer
+    assert log.read_bytes() == earlier.encode()
+    logger.log_metrics({"val/loss": 0.5}, step=1)
+    logger.save()
+    with log.open(newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert rows == [
+        {"epoch": "0", "step": "0", "train/loss": "1.0", "val/loss": ""},
+        {"epoch": "", "step": "1", "train/loss": "", "val/loss": "0.5"},
+    ]
 
 
 class Draws(Dataset):
@@ -281,9 +301,11 @@ def test_atomic_checkpoint_keeps_the_old_file_when_writing_fails(tmp_path: Path,
     assert torch.load(path, weights_only=True) == {"step": 3}
 
 
+POISON = ["+callbacks.poison._target_=helpers.PoisonBatch", "+callbacks.poison.step=2"]  # a NaN loss at step 2
+
+
 def test_nonfinite_loss_stops_naming_the_step_and_keeps_good_weights(tiny_cfg, tmp_path: Path) -> None:
-    cfg = tiny_cfg("debug=limit", "test=false", "callbacks.fault_tolerance.every_n_train_steps=1",
-                   "+callbacks.poison._target_=fault_helpers.PoisonBatch", "+callbacks.poison.step=2")  # fmt: skip
+    cfg = tiny_cfg("debug=limit", "test=false", "callbacks.fault_tolerance.every_n_train_steps=1", *POISON)
     with pytest.raises(FloatingPointError, match=r"non-finite training loss.*step 2 \(epoch 0, batch 2\)"):
         train(cfg)
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
@@ -292,8 +314,7 @@ def test_nonfinite_loss_stops_naming_the_step_and_keeps_good_weights(tiny_cfg, t
 
 
 def test_nonfinite_loss_can_skip_the_step(tiny_cfg, tmp_path: Path) -> None:
-    cfg = tiny_cfg("debug=limit", "test=false", "callbacks.loss_guard.on_nonfinite=skip",
-                   "+callbacks.poison._target_=fault_helpers.PoisonBatch", "+callbacks.poison.step=2")  # fmt: skip
+    cfg = tiny_cfg("debug=limit", "test=false", "callbacks.loss_guard.on_nonfinite=skip", *POISON)
     metrics = train(cfg)
     assert metrics["train/skipped_steps"] == 1
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
@@ -305,7 +326,7 @@ def test_nonfinite_loss_can_skip_the_step(tiny_cfg, tmp_path: Path) -> None:
     ("override", "message"),
     [
         ("trainer.max_epoch=3", "max_epoch"),  # unknown key (a typo)
-        ("data.batch_size=sixteen", "data.batch_size='sixteen': expected a number"),
+        ("data.batch_size=sixteen", "data.batch_size='sixteen': expected an integer"),
         ("model.optimizer.lr=fast", "model.optimizer.lr='fast': expected a number"),
         ("trainer.deterministic=maybe", "deterministic"),
         ("model.optimizer.lr=-1", "optimizer (torch.optim.AdamW): Invalid learning rate"),
@@ -314,25 +335,12 @@ def test_nonfinite_loss_can_skip_the_step(tiny_cfg, tmp_path: Path) -> None:
         ("resume=<tmp>", "no checkpoints/last.ckpt or hpc_ckpt_*.ckpt in it"),
     ],
 )
-def test_config_errors_fail_before_training_naming_the_key(override: str, message: str, data_dir: Path,
-                                                           tmp_path: Path) -> None:  # fmt: skip
+def test_config_errors_fail_before_training_naming_the_key(
+    override: str, message: str, data_dir: Path, tmp_path: Path
+) -> None:
     override = override.replace("<tmp>", str(tmp_path))
     run_dir = [] if override.startswith("resume=") else [f"hydra.run.dir={tmp_path}"]
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "src" / "train.py"),
-            *TINY_DATA,
-            *TINY_NET,
-            f"paths.data_dir={data_dir}",
-            *run_dir,
-            override,
-        ],  # fmt: skip
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_script("train", *TINY_DATA, *TINY_NET, f"paths.data_dir={data_dir}", *run_dir, override, timeout=300)
     assert proc.returncode != 0
     assert message in proc.stderr, proc.stderr[-2000:]
     assert not (tmp_path / "checkpoints").exists()

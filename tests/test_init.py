@@ -97,7 +97,7 @@ def test_positional_grid_is_resized_as_scenic(before: int, after: int) -> None:
     grid = vit.pos_embed[0, 1:].detach().reshape(before, before, D).double().numpy()
     zoomed = torch.from_numpy(ndimage.zoom(grid, (after / before, after / before, 1), order=1)).float()
     frame = state["pos_embed"][0, 1 : 1 + after * after].reshape(after, after, D)
-    torch.testing.assert_close(frame, zoomed, rtol=0, atol=1e-6)
+    torch.testing.assert_close(frame, zoomed, rtol=0, atol=5e-6)  # timm resizes in float32; a wrong resize: 0.2+
     assert torch.equal(state["pos_embed"][:, :1], vit.pos_embed[:, :1])  # the CLS entry is not resized
     assert f"{before}×{before} → {after}×{after} (bilinear, corners aligned" in report.transformed["pos_embed"]
 
@@ -189,10 +189,9 @@ def test_not_a_checkpoint_raises(tmp_path: Path) -> None:
 
 def test_transformers_vit_checkpoint_is_an_image_vit_source(tmp_path: Path) -> None:
     transformers = pytest.importorskip("transformers")
-    config = transformers.ViTConfig(
-        image_size=S, patch_size=P, hidden_size=D, num_hidden_layers=DEPTH, num_attention_heads=HEADS,
-        intermediate_size=4 * D, hidden_act="gelu", layer_norm_eps=1e-6, num_labels=10,
-    )  # fmt: skip
+    sizes = dict(image_size=S, patch_size=P, hidden_size=D, num_hidden_layers=DEPTH, num_attention_heads=HEADS)
+    sizes.update(intermediate_size=4 * D, hidden_act="gelu", layer_norm_eps=1e-6)
+    config = transformers.ViTConfig(**sizes, num_labels=10)
     hf = transformers.ViTForImageClassification(config).eval()
     hf.save_pretrained(tmp_path / "hf_vit")
     net = video_net(FactorisedEncoder, tokeniser=UniformFrameTokeniser, pt=1, pool="cls", temporal_depth=1)
@@ -271,3 +270,11 @@ def test_image_vit_pretrained_on_builtin_frames_initialises_the_video_model(data
     assert 0.0 <= accuracy <= 1.0
     report = ImageViTInit(str(out))(video_net(SpatioTemporal))
     assert set(report.fresh) == {"head.weight", "head.bias"}
+
+
+@pytest.mark.parametrize("name", ["ImageViTInit", "HFViViTInit", "ScenicViViTInit"])
+def test_the_init_targets_that_checkpoints_store_still_resolve(name: str) -> None:
+    """Run configs stored in checkpoints name each init as vivit.models.init.<class> (conf/init/*.yaml)."""
+    from hydra.utils import get_class
+
+    assert get_class(f"vivit.models.init.{name}").__name__ == name

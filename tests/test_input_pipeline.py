@@ -14,7 +14,7 @@ from torchvision.transforms.v2 import functional as F
 from vivit.data import clips, decoding
 from vivit.data.clips import VideoClipDataset
 from vivit.data.datamodule import VideoDataModule
-from vivit.data.epic_kitchens import read_class_names, read_epic_kitchens_100
+from vivit.data.epic_kitchens import read_epic_kitchens_100, read_epic_kitchens_class_names
 from vivit.data.kinetics import read_kinetics
 from vivit.data.loader_benchmark import kinetics_root, sample_video
 from vivit.data.records import VideoRecord
@@ -129,7 +129,8 @@ def _data_module(root: Path, **overrides) -> VideoDataModule:
         test_clips=2,
         test_crops=3,
     )
-    return VideoDataModule(str(root), read_epic_kitchens_100, classes=read_class_names, **{**settings, **overrides})
+    classes = read_epic_kitchens_class_names
+    return VideoDataModule(str(root), read_epic_kitchens_100, classes=classes, **{**settings, **overrides})
 
 
 @pytest.mark.parametrize("split", ["train", "test"])

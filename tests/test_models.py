@@ -89,14 +89,23 @@ def test_factorised_encoder_sees_frame_order_only_with_temporal_layers(temporal_
     video = torch.randn(B, C, T // 2, H, W).repeat_interleave(2, dim=2)  # pt = 2: each sampled frame twice
 
     def pooled(video: torch.Tensor) -> torch.Tensor:  # what the classifier reads, (B, D), of unit scale
-        features = net.forward_features(video)
-        return features.mean(dim=1) if temporal_depth == 0 else net.pool_tokens(features)
+        return net.pool_tokens(net.forward_features(video))
 
     with torch.no_grad():
         frames, reversed_frames = net.forward_spatial(video), net.forward_spatial(video.flip(2))
         torch.testing.assert_close(reversed_frames, frames.flip(1))  # the same frames, in reverse order
         change = (pooled(video) - pooled(video.flip(2))).abs().max().item()
     assert change > 1e-5 if temporal_depth else change < 1e-6  # at initialisation: ~5e-4 vs exactly 0
+
+
+@pytest.mark.parametrize("pool", ["cls", "mean"])
+def test_average_pool_baseline_classifies_the_mean_frame_embedding(pool: str) -> None:
+    torch.manual_seed(0)
+    net = tiny("factorised_encoder_avg_pool", "tubelet", pool=pool).eval()
+    video = torch.randn(B, C, T, H, W)
+    with torch.no_grad():
+        torch.testing.assert_close(net(video), net.head(net.forward_spatial(video).mean(dim=1)))
+    assert not any(k.startswith("temporal.") for k in net.state_dict())  # no temporal parameters
 
 
 def test_temporal_pos_std_sets_the_temporal_positional_embedding_scale() -> None:

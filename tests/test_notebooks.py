@@ -8,7 +8,7 @@ import nbclient
 import nbformat
 import pytest
 
-from conftest import ROOT
+from helpers import ROOT
 from test_sweeps import run_model_sweep
 
 
@@ -42,6 +42,6 @@ def test_sweep_report_notebook(data_dir: Path, tmp_path: Path, monkeypatch: pyte
     shown = "\n".join(texts)
     assert "2 runs, axes ['model']" in shown
     # the table: markdown, or a pandas data frame where pandas is installed
-    assert all(word in shown for word in ("top-1", "GFLOPs", "clips/s", "spatiotemporal", "factorised_encoder"))
+    assert all(word in shown for word in ("top-1", "GMACs", "clips/s", "spatiotemporal", "factorised_encoder"))
     assert any("image/png" in output.get("data", {}) for output in outputs)  # the plot
     assert (sweep / "report.md").is_file() and (sweep / "report.png").stat().st_size > 0

@@ -38,7 +38,7 @@ def released(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.M
         num_labels=K,
         id2label={i: f"class {i}" for i in range(K)},
         label2id={f"class {i}": i for i in range(K)},
-    )  # fmt: skip  (hidden_act stays "gelu_fast", as in google/vivit-b-16x2-kinetics400)
+    )  # hidden_act stays "gelu_fast", as in google/vivit-b-16x2-kinetics400
     hf = transformers.VivitForVideoClassification(config).eval()
     for p in hf.parameters():  # random everywhere, also where transformers starts at zero
         torch.nn.init.normal_(p, std=0.2)

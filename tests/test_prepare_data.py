@@ -15,13 +15,15 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from conftest import TINY_DATA, compose_config, write_bad_video
+from helpers import TINY_DATA, compose_config, write_bad_video
 from test_configs import assert_fails_before_torch
-from test_datasets import LEVELS, _epic, _kinetics
+from test_datasets import LEVELS, write_epic_kitchens, write_kinetics
 from vivit.data.decoding import VideoDecodeError, count_frames, decode_frames, frame_rate
 from vivit.data.loader_benchmark import sample_video
 from vivit.data.moving_digits import write_video
-from vivit.data.prepare import _compare, _key, check_options, reencode, run, target_size
+from vivit.data.prepare import check_options, reencode, run
+from vivit.data.prepare.dataset import _compare, _key
+from vivit.data.prepare.video import target_size
 from vivit.data.records import VideoRecord
 from vivit.pipeline import train
 
@@ -59,7 +61,7 @@ def kinetics(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict
     """The Kinetics fixture (32x32 videos of 16 frames), its copy at a short side of 16, and the report."""
     base = tmp_path_factory.mktemp("prepare")
     raw, out = base / "raw", base / "prepared"
-    _kinetics(raw)
+    write_kinetics(raw)
     assert run(_cfg(raw, out, base, "speed_samples=2")) == 0
     return raw, out, _report(base)
 
@@ -166,7 +168,7 @@ def test_moving_digits_copy_trains(tiny_cfg, data_dir: Path, tmp_path: Path) -> 
 def test_jpeg_frames_of_epic_videos(tmp_path: Path) -> None:
     """format=jpeg writes EPIC's rgb_frames layout; data.annotations.frames=rgb_frames reads the same segments."""
     raw, out = tmp_path / "raw", tmp_path / "prepared"
-    _epic(raw)
+    write_epic_kitchens(raw)
     assert run(_cfg(raw, out, tmp_path, "format=jpeg", "jpeg_quality=95", data=EPIC)) == 0
     report = _report(tmp_path)
     assert [p["severity"] for p in report["problems"]] == ["note", "note"]  # val and test: P09_01 is missing

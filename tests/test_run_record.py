@@ -22,25 +22,20 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from conftest import CONF, ROOT, TINY_DATA, TINY_NET, compose_config
-from test_fault_tolerance import ENV, start_train
-from vivit.config import check_resume
-from vivit.pipeline import interrupt_as_stop_signal, load_checkpoint
-from vivit.run_directory import lock_run_directory, with_run_overrides
+from helpers import CONF, ROOT, TINY_DATA, TINY_NET, compose_config, run_script, start_script
+from test_fault_tolerance import start_train
+from vivit.checkpoints import load_checkpoint
+from vivit.resume import check_resume, with_run_overrides
+from vivit.run_directory import lock_run_directory
+from vivit.trainer import interrupt_as_stop_signal
 
-TRAIN = [sys.executable, str(ROOT / "src" / "train.py"), *TINY_DATA, *TINY_NET, "callbacks.progress_bar.refresh_rate=0"]
-
-
-def run(script: str, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    """``python src/<script>.py args...``, as a user would type it."""
-    command = [sys.executable, str(ROOT / "src" / f"{script}.py"), *args]
-    return subprocess.run(command, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=600)
+TRAIN = [*TINY_DATA, *TINY_NET, "callbacks.progress_bar.refresh_rate=0"]
 
 
 def snapshot(directory: Path) -> dict[str, str]:
     """Every file under ``directory`` by its path, with a hash of its content."""
-    return {str(p.relative_to(directory)): hashlib.sha1(p.read_bytes()).hexdigest() for p in directory.rglob("*")
-            if p.is_file()}  # fmt: skip
+    files = [p for p in directory.rglob("*") if p.is_file()]
+    return {str(p.relative_to(directory)): hashlib.sha1(p.read_bytes()).hexdigest() for p in files}
 
 
 def saved_checkpoint(path: Path, **content) -> Path:
@@ -100,8 +95,7 @@ def test_a_locked_run_directory_is_refused_naming_it(tmp_path: Path) -> None:
 @pytest.mark.slow  # runs two trainings side by side
 def test_two_runs_started_together_finish_in_distinct_directories(data_dir: Path, tmp_path: Path) -> None:
     args = ["debug=fdr", f"paths.data_dir={data_dir}", f"paths.log_dir={tmp_path}"]
-    procs = [subprocess.Popen([*TRAIN, *args], cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-             for _ in range(2)]  # fmt: skip
+    procs = [start_script("train", *TRAIN, *args) for _ in range(2)]
     outputs = [proc.communicate(timeout=600)[0].decode() for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
     runs = sorted((tmp_path / "train" / "runs").iterdir())
@@ -111,15 +105,15 @@ def test_two_runs_started_together_finish_in_distinct_directories(data_dir: Path
 @pytest.mark.slow
 def test_a_second_run_in_a_directory_in_use_is_refused_and_changes_nothing(data_dir: Path, tmp_path: Path) -> None:
     run_dir, marker = tmp_path / "run", tmp_path / "paused"
-    first = start_train(run_dir, f"paths.data_dir={data_dir}", f"hydra.run.dir={run_dir}",
-                        "+callbacks.pause._target_=fault_helpers.PauseAt", "+callbacks.pause.step=0",
-                        f"+callbacks.pause.marker={marker}")  # fmt: skip
+    pause = ["+callbacks.pause._target_=helpers.PauseAt", "+callbacks.pause.step=0"]
+    paths = [f"paths.data_dir={data_dir}", f"hydra.run.dir={run_dir}"]
+    first = start_train(run_dir, *paths, *pause, f"+callbacks.pause.marker={marker}")
     deadline = time.monotonic() + 300
     while not marker.exists():
         assert first.poll() is None and time.monotonic() < deadline, "the first run ended before pausing"
         time.sleep(0.2)
     before = snapshot(run_dir)
-    second = run("train", *TINY_DATA, *TINY_NET, "trainer.max_epochs=2", f"hydra.run.dir={run_dir}")
+    second = run_script("train", *TINY_DATA, *TINY_NET, "trainer.max_epochs=2", f"hydra.run.dir={run_dir}")
     assert second.returncode == 1
     assert f"{run_dir} is in use by another run (process {first.pid})" in second.stderr
     assert snapshot(run_dir) == before
@@ -127,17 +121,49 @@ def test_a_second_run_in_a_directory_in_use_is_refused_and_changes_nothing(data_
     assert first.wait(timeout=120) == 143
 
 
+def test_a_multirun_job_in_a_directory_in_use_is_refused(tmp_path: Path) -> None:
+    """Each job of a multirun locks its own directory while it runs: a job whose directory another run holds is
+    refused before it trains (Hydra has written the job's record by then; nothing of the other run is touched)."""
+    sweep = tmp_path / "sweep"
+    fd = lock_run_directory(sweep / "0")
+    try:
+        proc = run_script(
+            "train", "-m", "model=spatiotemporal", f"hydra.sweep.dir={sweep}", f"paths.log_dir={tmp_path}"
+        )
+    finally:
+        os.close(fd)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert f"{sweep / '0'} is in use by another run (process {os.getpid()})" in proc.stderr
+    assert not {"checkpoints", "results.json"} & {p.name for p in (sweep / "0").iterdir()}
+
+
+def test_a_sweep_with_a_bad_job_fails_before_writing_anything(tmp_path: Path) -> None:
+    """Every job's config is checked before the sweep writes anything: the message names the job."""
+    proc = run_script("train", "-m", "backbone.embed_dim=32", "backbone.num_heads=2,5", f"paths.log_dir={tmp_path}")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert "num_heads" in line and line.endswith("(job #1: backbone.num_heads=5)")
+    assert list(tmp_path.iterdir()) == []
+
+
 # 2. resume= keeps the run's record and its model and data.
 
 
 def test_resume_refuses_overrides_that_change_model_or_data(tmp_path: Path) -> None:
     run_record(tmp_path, "model=factorised_encoder")
-    for overrides, named in [(["model=spatiotemporal"], "model=spatiotemporal"),
-                             (["data.num_frames=8"], "data.num_frames=8"),
-                             (["backbone.embed_dim=64"], "backbone.embed_dim=64")]:  # fmt: skip
+    for named in ("model=spatiotemporal", "data.num_frames=8", "backbone.embed_dim=64"):
         with pytest.raises(ValueError, match=rf"resume={tmp_path}: {named} would change the run's model or data"):
-            check_resume(resume_config(tmp_path, *overrides))
+            check_resume(resume_config(tmp_path, named))
     check_resume(resume_config(tmp_path, "trainer.max_epochs=5", "data.num_workers=1"))  # how it runs: allowed
+
+
+def test_a_run_recorded_with_the_earlier_activation_checkpointing_key_resumes(tmp_path: Path) -> None:
+    run_record(tmp_path)
+    record = OmegaConf.load(tmp_path / ".hydra" / "config.yaml")
+    del record.model.net["activation_checkpointing"]  # the layout before model.net.activation_checkpointing
+    record.model.activation_checkpointing = False
+    OmegaConf.save(record, tmp_path / ".hydra" / "config.yaml")
+    check_resume(resume_config(tmp_path, "model.net.activation_checkpointing=true"))  # how it runs: allowed
 
 
 def test_resume_puts_the_run_s_overrides_first(tmp_path: Path) -> None:
@@ -153,28 +179,28 @@ def test_resume_puts_the_run_s_overrides_first(tmp_path: Path) -> None:
 @pytest.mark.slow  # three process starts and two short trainings
 def test_resume_extends_a_finished_run_and_never_rewrites_its_record(data_dir: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    first = run("train", *TINY_DATA, *TINY_NET, "trainer.max_epochs=1", f"paths.data_dir={data_dir}",
-                f"hydra.run.dir={run_dir}")  # fmt: skip
+    paths = [f"paths.data_dir={data_dir}", f"hydra.run.dir={run_dir}"]
+    first = run_script("train", *TINY_DATA, *TINY_NET, "trainer.max_epochs=1", *paths)
     assert first.returncode == 0, first.stderr[-3000:]
     record = snapshot(run_dir / ".hydra")
 
     before = snapshot(run_dir)
-    refused = run("train", f"resume={run_dir}", "model=spatiotemporal")
+    refused = run_script("train", f"resume={run_dir}", "model=spatiotemporal")
     assert refused.returncode == 1
     assert f"resume={run_dir}: model=spatiotemporal would change the run's model or data" in refused.stderr
     assert snapshot(run_dir) == before  # not even a log line
 
-    again = run("train", f"resume={run_dir}")  # its own overrides: trainer.max_epochs=1, done
+    again = run_script("train", f"resume={run_dir}")  # its own overrides: trainer.max_epochs=1, done
     output = again.stdout + again.stderr
     assert again.returncode == 0 and "this run has finished 1 epochs, skipping it" in output
     assert f"(to train it longer: resume={run_dir} trainer.max_epochs=<more than 1>)" in output
 
-    longer = run("train", f"resume={run_dir}", "trainer.max_epochs=2")
+    longer = run_script("train", f"resume={run_dir}", "trainer.max_epochs=2")
     assert longer.returncode == 0, longer.stderr[-3000:]
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 12
     assert {k: v for k, v in snapshot(run_dir / ".hydra").items() if not k.startswith("resumed")} == record
-    (resumed,) = [p for p in (run_dir / ".hydra" / "resumed").rglob("overrides.yaml") if "max_epochs=2" in
-                  p.read_text()]  # fmt: skip
+    overrides = (run_dir / ".hydra" / "resumed").rglob("overrides.yaml")
+    (resumed,) = [p for p in overrides if "max_epochs=2" in p.read_text()]
     assert "resume=" in resumed.read_text()
 
 
@@ -190,7 +216,7 @@ def test_a_file_that_is_not_a_checkpoint_is_named_in_one_line(kind: str, tmp_pat
     assert "\n" not in str(error.value)
     for script in ("train", "eval", "export", "predict"):  # before torch is imported, and nothing written
         args = [f"ckpt_path={path}", f"hydra.run.dir={tmp_path / script}"]
-        proc = run(script, *args, *(["video=x.mp4"] if script == "predict" else []))
+        proc = run_script(script, *args, *(["video=x.mp4"] if script == "predict" else []))
         assert proc.returncode == 1 and f"ckpt_path='{path}' {what}" in proc.stderr, (script, proc.stderr[-2000:])
         assert not (tmp_path / script).exists()
 
@@ -246,7 +272,7 @@ resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.RLIM_INFINITY))
 io.save_checkpoint({"step": 2, "w": torch.zeros(1 << 20)}, path)
 """
     path = tmp_path / "checkpoints" / "last.ckpt"
-    env = {**ENV, "PYTHONPATH": str(ROOT / "src")}
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     proc = subprocess.run([sys.executable, "-c", script, str(path)], env=env, capture_output=True, text=True)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1] == f"OSError: [Errno 27] no space left writing {path} (File too large)"
@@ -272,22 +298,95 @@ def test_ctrl_c_while_fitting_is_a_stop_signal_and_a_second_aborts() -> None:
         signal.signal(signal.SIGTERM, previous)
 
 
+CHILD = """
+import pathlib, signal, sys, time
+got = []
+signal.signal(signal.SIGINT, lambda *_: got.append(1))
+pathlib.Path(sys.argv[1]).write_text("ready")
+deadline = time.monotonic() + 60
+while not got and time.monotonic() < deadline:
+    time.sleep(0.05)
+time.sleep(1)  # a second Ctrl-C would come meanwhile
+pathlib.Path(sys.argv[1]).write_text(f"Ctrl-C {len(got)}x, saved")
+sys.exit(130)
+"""
+PARENT = "import sys; from vivit.multirun import run_child; run_child([sys.executable, *sys.argv[1:]], '.', None)"
+
+
+def test_ctrl_c_in_a_multirun_parent_reaches_its_child_once_and_exits_130(tmp_path: Path) -> None:
+    """A DDP job of a multirun runs in a child process (vivit.multirun). Ctrl-C in the terminal (SIGINT to the
+    foreground process group: the parent's) reaches the child once, through the parent, which waits for it to
+    save and stop, then exits with its status 130, without a traceback."""
+    (tmp_path / "child.py").write_text(CHILD)
+    marker = tmp_path / "marker"
+    command = [sys.executable, "-c", PARENT, str(tmp_path / "child.py"), str(marker)]
+    parent = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not marker.exists():
+        assert parent.poll() is None and time.monotonic() < deadline, parent.stderr.read()
+        time.sleep(0.05)
+    os.killpg(parent.pid, signal.SIGINT)
+    assert parent.wait(timeout=60) == 130
+    assert parent.stderr.read() == "" and marker.read_text() == "Ctrl-C 1x, saved"
+
+
 # 13. Nothing written by a command that fails its checks.
 
 
 @pytest.mark.parametrize("override", ["data.batch_size=sixteen", "resume=<tmp>/missing", "model.net.num_heads=5"])
 def test_a_command_that_fails_its_checks_writes_nothing(override: str, data_dir: Path, tmp_path: Path) -> None:
     override = override.replace("<tmp>", str(tmp_path))
-    proc = run("train", f"paths.data_dir={data_dir}", f"paths.log_dir={tmp_path}", override)
+    proc = run_script("train", f"paths.data_dir={data_dir}", f"paths.log_dir={tmp_path}", override)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.slow  # torch's imports: seconds
-def test_a_run_that_fails_while_being_built_leaves_no_directory(data_dir: Path, tmp_path: Path) -> None:
-    proc = run("train", f"paths.data_dir={data_dir}", f"paths.log_dir={tmp_path}", "model.optimizer.lr=-1")
-    assert proc.returncode == 1 and "optimizer (torch.optim.AdamW): Invalid learning rate: -1" in proc.stderr
-    assert list((tmp_path / "train" / "runs").iterdir()) == []
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.optimizer.lr=-1", "optimizer (torch.optim.AdamW): Invalid learning rate: -1"),
+        ("data=ssv2 data.root=<tmp>/root", "data.root=<tmp>/root: annotation file not found"),  # a stray file in it
+    ],
+)
+def test_a_run_that_fails_while_being_built_answers_in_one_line_and_leaves_no_directory(
+    override: str, message: str, data_dir: Path, tmp_path: Path
+) -> None:
+    override, message = override.replace("<tmp>", str(tmp_path)), message.replace("<tmp>", str(tmp_path))
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "notes.txt").write_text("not a dataset")  # a root with files: left to the data module
+    args = ["train", f"paths.data_dir={data_dir}", f"paths.log_dir={tmp_path / 'logs'}", *override.split()]
+    proc = run_script(*args)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].startswith(message), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "Error executing job" not in proc.stderr
+    assert list((tmp_path / "logs" / "train" / "runs").iterdir()) == []  # created, then removed
+    if override.startswith("model."):  # the whole story when asked for
+        proc = run_script(*args, env={**os.environ, "HYDRA_FULL_ERROR": "1"})
+        assert proc.returncode == 1 and "Traceback" in proc.stderr and message in proc.stderr
+
+
+def test_only_the_package_s_own_checks_answer_in_one_line(monkeypatch) -> None:
+    """A ValueError or FileNotFoundError raised by a ``raise`` in src/vivit (through Hydra's instantiate too) is
+    answered by its message; a library's error and a bug keep their stack trace, as does all with
+    HYDRA_FULL_ERROR=1."""
+    from hydra.utils import instantiate
+
+    from vivit.run_directory import PACKAGE_DIR, check_message
+
+    def raised(call) -> BaseException:
+        try:
+            call()
+        except Exception as error:  # noqa: BLE001
+            return error
+        raise AssertionError("nothing raised")
+
+    ours = raised(lambda: instantiate({"_target_": "vivit.rules.check_heads", "embed_dim": 32, "num_heads": 5}))
+    assert check_message(ours) == str(ours.__cause__) and "num_heads" in check_message(ours)
+    assert check_message(raised(lambda: torch.optim.AdamW([torch.zeros(1, requires_grad=True)], lr=-1))) is None
+    bug = compile("int('x')", str(PACKAGE_DIR / "anywhere.py"), "exec")  # not a raise statement
+    assert check_message(raised(lambda: exec(bug))) is None
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    assert check_message(ours) is None
 
 
 # 15. Paths relative to the project root.

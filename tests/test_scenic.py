@@ -184,8 +184,8 @@ def scenic_forward(video: np.ndarray, p: dict) -> np.ndarray:
 
 def network(model: int, token: bool = True, temporal_depth: int = 1, **kwargs):
     tokeniser = TubeletTokeniser(embed_dim=D, video_size=(T, S, S), patch_size=(PT, P, P))
-    kwargs = dict(num_classes=K, embed_dim=D, depth=DEPTH, num_heads=HEADS, mlp_ratio=MLP / D,
-                  pool="cls" if token else "mean", gelu="tanh") | kwargs  # fmt: skip
+    sizes = dict(num_classes=K, embed_dim=D, depth=DEPTH, num_heads=HEADS, mlp_ratio=MLP / D)
+    kwargs = sizes | dict(pool="cls" if token else "mean", gelu="tanh") | kwargs
     if model == 1:
         return SpatioTemporal(tokeniser, **kwargs).eval()
     return FactorisedEncoder(tokeniser, temporal_depth=temporal_depth, **kwargs).eval()

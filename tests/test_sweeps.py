@@ -5,28 +5,20 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import yaml
 
-from conftest import CONF, ROOT, TINY_DATA, TINY_NET
+from helpers import CONF, ROOT, TINY_DATA, TINY_NET, run_script
 
 
 def run_train(
     *args: str, multirun: bool = False, env: dict | None = None, cwd: Path = ROOT
 ) -> subprocess.CompletedProcess:
     flags = ["--multirun"] if multirun else []
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "src" / "train.py"), *flags, *TINY_DATA, *TINY_NET, *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = run_script("train", *flags, *TINY_DATA, *TINY_NET, *args, env=env, cwd=cwd)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
@@ -47,7 +39,8 @@ def run_model_sweep(data_dir: Path, tmp_path: Path, *args: str) -> tuple[subproc
 
 
 def test_multirun_writes_one_directory_per_job(data_dir: Path, tmp_path: Path) -> None:
-    """tokeniser x model x regularisation: 8 jobs, each in its own directory with its own combination."""
+    """tokeniser x model x regularisation: 8 jobs, each in its own directory, which it locks while it runs, with
+    its own combination."""
     run_train(
         "tokeniser=uniform_frame,tubelet",
         "model=spatiotemporal,factorised_encoder",
@@ -72,25 +65,19 @@ def test_multirun_writes_one_directory_per_job(data_dir: Path, tmp_path: Path) -
         )
         assert config["regularisation"]["mixup_alpha"] == (0.1 if axes["regularisation"] == "table4_6_mixup" else 0.0)
         combinations.add((axes["tokeniser"], axes["model"], axes["regularisation"]))
+        assert (job / ".lock").is_file()  # each job locked its directory while it ran (test_run_record.py)
     assert len(combinations) == 8
 
 
 def test_invalid_combination_fails_fast_with_its_name(data_dir: Path, tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "src" / "train.py"),
-            *TINY_DATA,
-            *TINY_NET,
-            "model=factorised_self_attention",
-            "model.net.pool=cls",
-            f"paths.data_dir={data_dir}",
-            f"hydra.run.dir={tmp_path}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    proc = run_script(
+        "train",
+        *TINY_DATA,
+        *TINY_NET,
+        "model=factorised_self_attention",
+        "model.net.pool=cls",
+        f"paths.data_dir={data_dir}",
+        f"hydra.run.dir={tmp_path}",
     )
     assert proc.returncode != 0
     assert "pool=mean" in proc.stderr and "FactorisedSelfAttention" in proc.stderr
@@ -141,7 +128,7 @@ def test_plain_command_runs_in_a_new_directory_under_logs(data_dir: Path, tmp_pa
 
 def test_named_sweep_skips_finished_jobs_and_reports(data_dir: Path, tmp_path: Path) -> None:
     """sweep=... runs its grid in stable per-job directories; a re-run skips what finished; report.py
-    tabulates the runs with their axis, accuracy, GFLOPs and parameters, and plots them. Run from another
+    tabulates the runs with their axis, accuracy, GMACs and parameters, and plots them. Run from another
     directory with paths.root_dir=.: logs/ goes there."""
     args = ["sweep=table3_temporal_layers", "model.net.temporal_depth=0,2", "debug=fdr", f"paths.data_dir={data_dir}"]
     args += ["paths.root_dir=."]
@@ -160,17 +147,31 @@ def test_named_sweep_skips_finished_jobs_and_reports(data_dir: Path, tmp_path: P
     assert proc.stdout.count("this run has finished, skipping it") + proc.stderr.count("skipping it") >= 2
     assert [p.stat().st_mtime_ns for p in results] == stamps
 
-    report = subprocess.run(
-        [sys.executable, str(ROOT / "src" / "report.py"), str(sweep)], capture_output=True, text=True, timeout=120
-    )
+    report = run_script("report", str(sweep), timeout=120)
     assert report.returncode == 0, report.stderr[-2000:]
     table = (sweep / "report.md").read_text().splitlines()
-    assert table[2].startswith("| model.net.temporal_depth | top-1 | top-5 | GFLOPs | params (M) | clips/s |")
+    assert table[2].startswith("| model.net.temporal_depth | top-1 | top-5 | GMACs | params (M) | clips/s |")
     rows = [line.split(" | ") for line in table[4:]]
     assert [r[0] for r in rows] == ["| 0", "| 2"]
     params = [float(r[4]) for r in rows]
     assert params[1] > params[0]  # two temporal layers add parameters
     assert (sweep / "report.png").stat().st_size > 0
+
+
+def test_report_reads_results_written_before_the_gmacs_key(tmp_path: Path) -> None:
+    """results.json files of earlier versions hold the MACs per clip as ``gflops``: the report shows them as
+    GMACs, like those written now."""
+    from vivit.report import RESULTS_FILE, collect, markdown_table
+
+    for name, key in (("earlier", "gflops"), ("now", "gmacs")):
+        (tmp_path / name).mkdir()
+        results = {"overrides": {"run": name}, key: 0.0332, "test/acc_top1": 0.25}
+        (tmp_path / name / RESULTS_FILE).write_text(json.dumps(results))
+    rows = collect(tmp_path)
+    assert [(row["run"], row["gmacs"]) for row in rows] == [("earlier", 0.0332), ("now", 0.0332)]
+    table = markdown_table(rows).splitlines()
+    assert table[0] == "| run | top-1 | top-5 | GMACs | params (M) | clips/s |"
+    assert table[2:] == ["| earlier | 0.250 | – | 0.0332 | – | – |", "| now | 0.250 | – | 0.0332 | – | – |"]
 
 
 def test_slurm_launcher_submits_one_task_per_device_with_lightnings_requeue(tmp_path: Path, monkeypatch) -> None:

@@ -7,14 +7,12 @@ import json
 import logging
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import ROOT, TINY_DATA, TINY_NET, compose_config
+from helpers import TINY_DATA, TINY_NET, compose_config, run_script
 from vivit.pipeline import CONFIG_KEY, build, evaluate, train
 from vivit.report import RESULTS_FILE
 
@@ -41,8 +39,8 @@ def test_init_from_image_vit_checkpoint(tiny_cfg, tmp_path: Path) -> None:
 
     vit = VisionTransformer(img_size=32, patch_size=16, embed_dim=32, depth=1, num_heads=2)  # TINY_NET's sizes
     torch.save(vit.state_dict(), tmp_path / "vit.pth")
-    cfg = tiny_cfg("init=image_vit", f"init.source={tmp_path / 'vit.pth'}", "init.mean=[0.1,0.2,0.3]",
-                   "init.std=[0.4,0.5,0.6]", "debug=limit", "trainer.max_epochs=1")  # fmt: skip
+    init = ["init=image_vit", f"init.source={tmp_path / 'vit.pth'}", "init.mean=[0.1,0.2,0.3]"]
+    cfg = tiny_cfg(*init, "init.std=[0.4,0.5,0.6]", "debug=limit", "trainer.max_epochs=1")
     train(cfg)
     report = json.loads((tmp_path / "init_report.json").read_text())
     assert report["mean"] == [0.1, 0.2, 0.3]
@@ -74,7 +72,7 @@ def test_checkpoint_carries_config_and_evaluates(tiny_cfg, tmp_path: Path) -> No
     # each evaluation's results.json (for src/report.py over evaluations) is in its own directory, not the run's
     results = {d: json.loads((tmp_path / d / RESULTS_FILE).read_text()) for d in ("", "eval", "multiview")}
     assert [results[d]["test/views"] for d in ("", "eval", "multiview")] == [16, 16, 144]
-    assert results["multiview"]["gflops"] == results[""]["gflops"] > 0
+    assert results["multiview"]["gmacs"] == results[""]["gmacs"] > 0
 
 
 @pytest.mark.slow  # two spawned processes: about a minute on 2 cores
@@ -82,8 +80,8 @@ def test_multiview_test_is_exact_under_ddp(tiny_cfg, tmp_path: Path) -> None:
     """Two processes score the same videos as one: each counted once, although 5 videos do not split evenly."""
     import lightning as L
 
-    cfg = tiny_cfg(f"data.root={tmp_path / 'odd'}", "data.generate.num_train=2", "data.generate.num_val=5",
-                   "data.test_clips=2", "data.test_crops=3", "data.batch_size=4")  # fmt: skip
+    odd = [f"data.root={tmp_path / 'odd'}", "data.generate.num_train=2", "data.generate.num_val=5"]
+    cfg = tiny_cfg(*odd, "data.test_clips=2", "data.test_crops=3", "data.batch_size=4")
     datamodule, model = build(cfg)
     datamodule.prepare_data()
     results = []
@@ -149,11 +147,29 @@ def test_a_run_and_its_evaluation_log_and_warn_nothing_needless(tiny_cfg, tmp_pa
     assert not found, f"{sorted(found)}: {found}"
 
 
+def test_a_run_prints_its_config_as_a_folded_tree(tmp_path: Path, caplog) -> None:
+    """At its start a run logs its config as a tree (console and log file): one line per config group, in the
+    defaults' order, with the option chosen and the keys that the command line sets under it, then the top-level
+    values. The whole config, resolved, goes to config_tree.log."""
+    from vivit.console import print_config
+
+    caplog.set_level(logging.INFO)
+    cfg = compose_config(overrides=[*TINY_NET, "model=spatiotemporal", "model.optimizer.lr=0.1"], output_dir=tmp_path)
+    print_config(cfg, tmp_path)
+    (tree,) = [r.getMessage().splitlines() for r in caplog.records if r.getMessage().startswith("config (")]
+    assert tree[0] == f"config (all of it: {tmp_path}/.hydra/config.yaml; resolved: {tmp_path}/config_tree.log)"
+    assert [line[4:].split(":")[0] for line in tree[1:5]] == ["data", "model", "tokeniser", "backbone"]
+    assert "├── model: spatiotemporal optimizer.lr=0.1" in tree
+    assert "├── backbone: micro embed_dim=32 depth=1 num_heads=2 patch_size=16" in tree
+    assert tree[-1] == "└── task_name=train tags=[] seed=42 train=True test=True ckpt_path=None resume=None"
+    full = (tmp_path / "config_tree.log").read_text()
+    assert "num_classes: 6" in full and "${" not in full  # resolved
+
+
 def console(script: str, *args: str) -> list[str]:
-    """The console lines of ``python src/<script> *args`` (which must succeed), W&B not silenced."""
+    """The console lines of ``python src/<script>.py *args`` (which must succeed), W&B not silenced."""
     env = {k: v for k, v in os.environ.items() if k != "WANDB_SILENT"}
-    command = [sys.executable, str(ROOT / "src" / script), *args]
-    proc = subprocess.run(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = run_script(script, *args, env=env, merge_output=True)
     assert proc.returncode == 0, proc.stdout[-3000:]
     return proc.stdout.splitlines()
 
@@ -170,15 +186,13 @@ def assert_quiet(lines: list[str]) -> None:
 @pytest.mark.slow  # two entry points in subprocesses: about a minute on 2 cores
 def test_a_run_and_its_evaluation_print_each_line_once_without_noise(data_dir: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    lines = console(
-        "train.py", *TINY_DATA, *TINY_NET, f"paths.data_dir={data_dir}", f"hydra.run.dir={run}", "debug=limit",
-        "trainer.max_epochs=1", "callbacks.fault_tolerance.every_n_train_steps=2",  # a step checkpoint: step 2 of 4
-        "callbacks.progress_bar.refresh_rate=0", "logger=wandb",
-    )  # fmt: skip
+    overrides = [*TINY_DATA, *TINY_NET, f"paths.data_dir={data_dir}", f"hydra.run.dir={run}", "debug=limit"]
+    overrides += ["trainer.max_epochs=1", "callbacks.fault_tolerance.every_n_train_steps=2"]  # a checkpoint: step 2/4
+    lines = console("train", *overrides, "callbacks.progress_bar.refresh_rate=0", "logger=wandb")
     assert_quiet(lines)
     text = "\n".join(lines)
-    axes = "data=moving_digits model=factorised_encoder tokeniser=tubelet backbone=micro init=scratch"
-    assert f"run {axes} regularisation=none optimizer=adamw seed=42 in {run}" in text  # the config in brief
+    assert f"config (all of it: {run / '.hydra' / 'config.yaml'}; resolved: {run / 'config_tree.log'})" in text
+    assert "├── model: factorised_encoder" in lines  # the config in brief: test_a_run_prints_its_config_...
     assert "step 2: saved" in text and (run / "wandb").is_dir()
     table = lines.index(next(line for line in lines if line.strip().startswith("| Name")))
     assert lines[table].split() == ["|", "Name", "|", "Type", "|", "Params", "|", "Mode"]  # no FLOPs column
@@ -190,6 +204,6 @@ def test_a_run_and_its_evaluation_print_each_line_once_without_noise(data_dir: P
     assert "\x1b" not in (run / "train.log").read_text()
 
     (checkpoint,) = (run / "checkpoints").glob("epoch_*.ckpt")
-    lines = console("eval.py", f"ckpt_path={checkpoint}", f"hydra.run.dir={tmp_path / 'eval'}")
+    lines = console("eval", f"ckpt_path={checkpoint}", f"hydra.run.dir={tmp_path / 'eval'}")
     assert_quiet(lines)
     assert "Summary" in lines and f"  checkpoint: {checkpoint}" in lines

@@ -8,7 +8,7 @@ pooling) says how much each input token contributes. Per variant:
 - Model 1: one rollout over the [1+]n tokens.
 - Model 2: a spatial rollout per frame (query: the frame's CLS token or mean), then a temporal rollout
   over the frames (query: CLS or mean); token (i, a) gets temporal[i] · spatial[i, a]. With
-  ``temporal_depth=0`` the frames are averaged, so temporal[i] = 1/t.
+  ``temporal_depth=0`` (``FrameAverage``) the frames are averaged, so temporal[i] = 1/t.
 - Model 3: each block runs spatial then temporal MSA, each with its own residual: the block mixes the
   grid by T̂·Ŝ, the product of the two.
 - Model 4: each block's heads are half temporal, half spatial, concatenated before one projection:
@@ -39,6 +39,7 @@ from vivit.models import (
     VideoTransformer,
     record_attention,
 )
+from vivit.models.layers import Attention, FactorisedDotProductAttention
 
 __all__ = [
     "attention_rollout",
@@ -100,9 +101,8 @@ def rollout_relevance(net: VideoTransformer, attentions: Sequence[Tensor]) -> Te
     t, s = net.tokeniser.num_frames, net.tokeniser.num_spatial
     cls = net.pool == "cls"
     heads = [a.float().mean(dim=1) for a in attentions]  # (B', N, N) each
-    expected = len(net.blocks) * (2 if isinstance(net, (FactorisedSelfAttention, FactorisedDotProduct)) else 1)
-    if isinstance(net, FactorisedEncoder) and net.temporal is not None:
-        expected += len(net.temporal.blocks)
+    # One matrix per attention call; Model 4's attention makes two, its temporal and its spatial heads.
+    expected = sum(1 + isinstance(m, FactorisedDotProductAttention) for m in net.modules() if isinstance(m, Attention))
     if len(heads) != expected:
         raise ValueError(f"{type(net).__name__}: expected {expected} attention matrices, got {len(heads)}")
 
@@ -112,10 +112,12 @@ def rollout_relevance(net: VideoTransformer, attentions: Sequence[Tensor]) -> Te
         depth = len(net.blocks)
         spatial = pooled_relevance(rollout([with_residual(a) for a in heads[:depth]]), cls)  # (B·t, s)
         spatial = rearrange(spatial, "(b t) s -> b t s", t=t)
-        if net.temporal is None:  # the average-pool baseline
-            temporal = spatial.new_full(spatial.shape[:2], 1 / t)
-        else:
-            temporal = pooled_relevance(rollout([with_residual(a) for a in heads[depth:]]), cls)  # (B, t)
+        # The temporal rollout starts from the frames themselves: with no temporal layers (the average-pool
+        # baseline, no CLS) each frame gets 1/t.
+        temporal_cls = net.temporal.cls_token is not None
+        frames = torch.eye(t + temporal_cls, device=spatial.device).expand(len(spatial), -1, -1)
+        mixes = [frames, *(with_residual(a) for a in heads[depth:])]
+        temporal = pooled_relevance(rollout(mixes), temporal_cls)  # (B, t)
         return rearrange(temporal[..., None] * spatial, "b t s -> b (t s)")
     if isinstance(net, FactorisedSelfAttention):  # per block: spatial (B·t, s, s), then temporal (B·s, t, t)
         blocks = [

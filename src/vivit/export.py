@@ -16,8 +16,8 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from vivit.checkpoints import load_model
 from vivit.config import EXPORT_FORMATS as FORMATS
-from vivit.pipeline import load_model
 
 __all__ = ["FORMATS", "export", "export_net", "load_exported", "max_abs_diff"]
 

@@ -39,8 +39,10 @@ def frames_and_digits(root: Path, split: str, frames_per_clip: int, seed: int) -
 def normalise_crop(images: torch.Tensor, size: int, train: bool) -> torch.Tensor:
     """uint8 (N, 3, H, W) -> float in [-1, 1], random (train) or centre crop of ``size``."""
     h, w = images.shape[-2:]
-    top, left = ((torch.randint(h - size + 1, ()).item(), torch.randint(w - size + 1, ()).item()) if train
-                 else ((h - size) // 2, (w - size) // 2))  # fmt: skip
+    if train:
+        top, left = int(torch.randint(h - size + 1, ())), int(torch.randint(w - size + 1, ()))
+    else:
+        top, left = (h - size) // 2, (w - size) // 2
     return images[..., top : top + size, left : left + size].float() / 127.5 - 1
 
 
@@ -64,10 +66,8 @@ def pretrain_image_vit(
     root = Path(root)
     train_x, train_y = frames_and_digits(root, "train", frames_per_clip, seed)
     val_x, val_y = frames_and_digits(root, "val", 1, seed)
-    vit = VisionTransformer(
-        img_size=img_size, patch_size=patch_size, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
-        num_classes=int(train_y.max()) + 1,
-    )  # fmt: skip
+    sizes = dict(img_size=img_size, patch_size=patch_size, embed_dim=embed_dim, depth=depth, num_heads=num_heads)
+    vit = VisionTransformer(**sizes, num_classes=int(train_y.max()) + 1)
     optimizer = torch.optim.AdamW(vit.parameters(), lr=lr, weight_decay=0.05)
     steps = epochs * (len(train_x) // batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)

@@ -1,4 +1,4 @@
-"""Class predictions for video files: the test loader's multi-view clips, softmax averaged over the views.
+"""Class predictions for video files: the test loader's views of each file, averaged as testing averages them.
 
 ``predict(model, paths, data)`` works on any trained :class:`~vivit.training.VideoClassifier` (every
 variant, one head or several), e.g. from a notebook::
@@ -10,6 +10,7 @@ variant, one head or several), e.g. from a notebook::
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,13 +20,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from vivit.data.decoding import VideoDecodeError, count_frames, decode_frames
-from vivit.data.sampling import clip_indices
-from vivit.data.transforms import clip_transform
+from vivit.data.annotations import VIDEO_SUFFIXES
+from vivit.data.clips import VideoClipDataset
+from vivit.data.decoding import VideoDecodeError
+from vivit.data.records import VideoRecord
+from vivit.training import VideoClassifier
 
 log = logging.getLogger(__name__)
-
-VIDEO_SUFFIXES = {".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v"}
 
 
 def video_files(video: str | Path) -> list[Path]:
@@ -41,30 +42,34 @@ def video_files(video: str | Path) -> list[Path]:
     return [path]
 
 
-def video_views(path: str | Path, data: Mapping[str, Any]) -> Tensor:
-    """The test views of a whole video file, ``(test_clips * test_crops, C, T, H, W)``: clip-major, as
-    the test loader orders them (evenly spaced clips, each through every spatial crop). ``data`` is a
-    data config (``num_frames``, ``stride``, ``crop_size``, ``min_resize``, ``mean``, ``std``,
-    ``test_clips``, ``test_crops``). Raises :class:`VideoDecodeError`, naming the file, when it cannot be read."""
-    clips, crops = int(data.get("test_clips") or 1), int(data.get("test_crops") or 1)
-    transforms = [
-        clip_transform(
-            False,
-            crop_size=data["crop_size"],
-            min_resize=data.get("min_resize"),
-            mean=tuple(data["mean"]),
-            std=tuple(data["std"]),
-            crop=(crop, crops),
-        )
-        for crop in range(crops)
-    ]
-    available = count_frames(path)
-    views = []
-    for clip in range(clips):
-        indices = clip_indices(available, data["num_frames"], data["stride"], offset=(clip, clips))
-        frames = decode_frames(path, indices)
-        views += [transform(frames) for transform in transforms]
-    return torch.stack(views)
+def view_dataset(paths: Sequence[str | Path], data: Mapping[str, Any], heads: Mapping[str, int]) -> VideoClipDataset:
+    """The test loader's dataset over whole video files: the data config ``data`` built as for testing, with
+    ``paths`` as its test split, so that frames are decoded, sampled and cropped as the test loader does it
+    (``data.decoder``, ``data.target_fps``, ``data.test_clips`` x ``data.test_crops``, ...). ``heads`` are the
+    model's (label set -> class count); the labels are placeholders. Item ``v * views + j`` is view ``j`` of
+    ``paths[v]``, clip-major (evenly spaced clips, each through every spatial crop); an item raises
+    :class:`VideoDecodeError`, naming the file, when it cannot be read."""
+    records = [VideoRecord(Path(p), 0, None, dict.fromkeys(heads, 0), str(p)) for p in paths]
+    root = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths]) if paths else os.getcwd()
+    datamodule = instantiate(
+        data,
+        root=root,  # the videos' folder: the dataset's own root may be gone
+        annotations=lambda root, split: records,
+        heads=dict(heads),
+        num_classes=None,
+        classes=None,
+        generate=None,
+        eval_split="test",
+        skip_bad_eval_videos=False,  # a bad video raises; predict() reports it
+        photometric_on="loader",
+    )
+    datamodule.setup("test")
+    return datamodule.datasets["test"]
+
+
+def video_views(dataset: VideoClipDataset, video: int) -> Tensor:
+    """The views of video ``video`` of a :func:`view_dataset`, ``(views, C, T, H, W)``; each clip is decoded once."""
+    return torch.stack([dataset[video * dataset.views + view]["video"] for view in range(dataset.views)])
 
 
 def checkpoint_class_names(run_cfg: DictConfig) -> dict[str, list[str]] | None:
@@ -91,7 +96,7 @@ def top_k(probs: Tensor, names: Sequence[str] | None, k: int) -> list[tuple[str,
 
 @torch.inference_mode()
 def predict(
-    model: torch.nn.Module,
+    model: VideoClassifier,
     paths: Sequence[str | Path],
     data: Mapping[str, Any],
     *,
@@ -101,34 +106,36 @@ def predict(
     skip_bad: bool = False,
     batch_size: int | None = None,
 ) -> list[dict[str, Any]]:
-    """One dict per video: ``video`` (path), ``views`` (count), ``probs`` (head -> mean softmax over the
-    views, a CPU tensor) and ``top`` (head -> ``[(name, probability), ...]``, best first). With two heads
-    (verb, noun), ``top["action"]`` ranks the pairs by the product of their mean probabilities, named
-    ``"<verb> <noun>"``. Names come from ``class_names`` (head -> names); without them, class indices.
+    """One dict per video: ``video`` (path), ``views`` (count), ``probs`` (head -> class probabilities, a CPU
+    tensor) and ``top`` (head -> ``[(name, probability), ...]``, best first). The views are the test loader's
+    (:func:`view_dataset`) and are averaged as testing averages them (``model.view_average``): ``probs`` is the
+    softmax of the mean logits, or the mean softmax. With two heads (verb, noun), ``top["action"]`` ranks the
+    pairs by the product of their probabilities, named ``"<verb> <noun>"``. Names come from ``class_names``
+    (head -> names); without them, class indices.
 
     A video that cannot be decoded raises, naming it; with ``skip_bad`` it is logged and its dict holds
     ``error`` instead of predictions.
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = model.to(device).eval()
-    heads = dict(getattr(model, "heads", None) or {"label": model.net.num_classes})
     names = dict(class_names or {})
     batch_size = batch_size or int(data.get("batch_size") or 8)
+    dataset = view_dataset(paths, data, model.heads)
     results = []
-    for path in paths:
+    for video, path in enumerate(paths):
         try:
-            views = video_views(path, data)
+            views = video_views(dataset, video)
         except VideoDecodeError as error:
             if not skip_bad:
                 raise
             log.warning("%s; skipped", error)
             results.append({"video": str(path), "error": str(error)})
             continue
-        logits = torch.cat([model(chunk.to(device)).float() for chunk in views.split(batch_size)])
-        per_head = dict(zip(heads, logits.split(list(heads.values()), dim=-1), strict=True))
-        probs = {head: value.softmax(-1).mean(0).cpu() for head, value in per_head.items()}
+        scores = torch.cat([model.view_scores(model(chunk.to(device))) for chunk in views.split(batch_size)])
+        logits = model.video_logits(scores.mean(0))  # (K,) as testing scores the video
+        probs = {head: value.softmax(-1).cpu() for head, value in model.split_logits(logits).items()}
         top = {head: top_k(p, names.get(head), top_k_classes) for head, p in probs.items()}
-        if len(heads) == 2:
+        if len(probs) == 2:
             (first, a), (second, b) = probs.items()
             action = (a[:, None] * b[None, :]).flatten()
             na, nb = names.get(first), names.get(second)
@@ -151,16 +158,13 @@ def format_predictions(results: Sequence[Mapping[str, Any]]) -> str:
 
 
 def run(cfg: DictConfig) -> list[dict[str, Any]]:
-    """src/predict.py: the model of ``cfg.ckpt_path`` (its data config, with this run's ``data.*``
+    """src/predict.py: the model of ``cfg.ckpt_path`` (its config, with this run's ``data.*`` and ``model.*``
     overrides), or, without a checkpoint, Model 1 from the config with ``init=hf_vivit``; prints the top
     classes of each video of ``cfg.video`` (a file, or every video under a folder, bad ones skipped)."""
-    from vivit.pipeline import hydra_overrides, load_model
+    from vivit.checkpoints import load_model
 
-    overrides = [k for k in hydra_overrides() if k.startswith("data.")]
     if cfg.get("ckpt_path"):
-        model, run_cfg = load_model(cfg.ckpt_path)
-        for key in overrides:  # e.g. data.test_clips=4, data.root=/elsewhere
-            OmegaConf.update(run_cfg, key, OmegaConf.select(cfg, key), merge=True)
+        model, run_cfg = load_model(cfg.ckpt_path, cfg)  # with this command's data.* and model.* overrides
         data, names = run_cfg.data, checkpoint_class_names(run_cfg)
     elif str(cfg.get("init", {}).get("_target_", "")).endswith("HFViViTInit"):
         model = instantiate(OmegaConf.merge(cfg.model, {"compile": False}))

@@ -2,9 +2,10 @@
 
 Every finished run writes ``<run dir>/results.json`` (:func:`save_results`): its axes (the config
 choices that identify it), its command-line overrides, its final metrics, the network's parameters
-and forward GFLOPs (multiply-accumulates per clip, the paper's unit) and its training throughput.
-:func:`collect` reads them back from a sweep directory; ``python src/report.py <sweep dir>`` writes
-``report.md`` and ``report.png`` beside them.
+and forward GMACs (``gmacs``: 10^9 multiply-accumulates per clip, the unit of the paper's "GFLOPs") and its
+training throughput. :func:`collect` reads them back from a sweep directory (files written before the key was
+renamed hold it as ``gflops``); ``python src/report.py <sweep dir>`` writes ``report.md`` and ``report.png``
+beside them.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ RESULTS_FILE = "results.json"
 COLUMNS = {  # column -> (results key, format)
     "top-1": ("test/acc_top1", "{:.3f}"),
     "top-5": ("test/acc_top5", "{:.3f}"),
-    "GFLOPs": ("gflops", "{:.3g}"),
+    "GMACs": ("gmacs", "{:.3g}"),
     "params (M)": ("params_m", "{:.2f}"),
     "clips/s": ("train/clips_per_s", "{:.1f}"),
 }
@@ -35,12 +36,11 @@ def save_results(
     path: Path, net: nn.Module, video_shape: Sequence[int], metrics: dict[str, float], **fields: Any
 ) -> dict:
     """Write a run's results (see the module docstring). ``net`` may live on the meta device: its
-    FLOPs are counted with one clip of ``video_shape`` = (C, T, H, W) wherever it is."""
-    gflops = count_macs(net, (1, *video_shape)) / 1e9
+    MACs are counted with one clip of ``video_shape`` = (C, T, H, W) wherever it is."""
     results = {
         **fields,
         "params_m": count_params(net) / 1e6,
-        "gflops": gflops,
+        "gmacs": count_macs(net, (1, *video_shape)) / 1e9,
         **{k: v for k, v in metrics.items() if math.isfinite(v)},
     }
     path.write_text(json.dumps(results, indent=1, sort_keys=True))
@@ -52,6 +52,8 @@ def collect(sweep_dir: Path) -> list[dict]:
     rows = []
     for path in Path(sweep_dir).rglob(RESULTS_FILE):
         row = json.loads(path.read_text())
+        if "gflops" in row:  # written before the key was renamed: the same count
+            row.setdefault("gmacs", row.pop("gflops"))
         row["run"] = str(path.parent.relative_to(sweep_dir)) or "."
         rows.append(row)
     axes = varying_axes(rows)
@@ -88,7 +90,7 @@ def markdown_table(rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    """Top-1 against GFLOPs, one point per run, labelled by its axes."""
+    """Top-1 against GMACs, one point per run, labelled by its axes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -97,13 +99,13 @@ def plot(rows: list[dict], path: Path) -> None:
     axes = varying_axes(rows)
     fig, ax = plt.subplots(figsize=(6, 4))
     for row in rows:
-        x, y = row.get("gflops"), row.get("test/acc_top1", row.get("val/acc_top1"))
+        x, y = row.get("gmacs"), row.get("test/acc_top1", row.get("val/acc_top1"))
         if x is None or y is None:
             continue
         ax.scatter(x, y)
         label = ", ".join(str(row.get("overrides", {}).get(a)) for a in axes) or row["run"]
         ax.annotate(label, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
-    ax.set(xlabel="GFLOPs per clip (multiply-accumulates)", ylabel="top-1")
+    ax.set(xlabel="GMACs per clip (the paper's GFLOPs)", ylabel="top-1")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from vivit.data.clips import Batch, VideoClipDataset
     from vivit.data.datamodule import VideoDataModule
     from vivit.data.decoding import VideoDecodeError, decode_frames
-    from vivit.data.epic_kitchens import read_class_names, read_epic_kitchens_100
+    from vivit.data.epic_kitchens import read_epic_kitchens_100, read_epic_kitchens_class_names
     from vivit.data.kinetics import read_kinetics, read_kinetics_class_names
     from vivit.data.moments_in_time import read_moments_class_names, read_moments_in_time
     from vivit.data.moving_digits import generate_moving_digits
@@ -28,8 +28,8 @@ _EXPORTS = {
     "VideoRecord": "records",
     "VideoDecodeError": "decoding",
     "decode_frames": "decoding",
-    "read_class_names": "epic_kitchens",
     "read_epic_kitchens_100": "epic_kitchens",
+    "read_epic_kitchens_class_names": "epic_kitchens",
     "read_kinetics": "kinetics",
     "read_kinetics_class_names": "kinetics",
     "read_moments_class_names": "moments_in_time",
@@ -48,8 +48,8 @@ __all__ = [
     "VideoRecord",
     "decode_frames",
     "generate_moving_digits",
-    "read_class_names",
     "read_epic_kitchens_100",
+    "read_epic_kitchens_class_names",
     "read_kinetics",
     "read_kinetics_class_names",
     "read_moments_class_names",
@@ -61,7 +61,11 @@ __all__ = [
 ]
 
 
+RENAMED = {"read_class_names": "read_epic_kitchens_class_names"}  # old name -> new, as in earlier run configs
+
+
 def __getattr__(name: str) -> Any:
+    name = RENAMED.get(name, name)  # a checkpoint's stored config may name a reader by its old name
     if name not in _EXPORTS:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     return getattr(import_module(f"vivit.data.{_EXPORTS[name]}"), name)

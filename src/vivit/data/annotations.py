@@ -8,13 +8,14 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from vivit.data.records import VideoRecord, usable_records
 
-VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov")  # compared lower-cased: EPIC's .MP4 counts
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".webm", ".mkv", ".avi", ".mov")  # compared lower-cased: EPIC's .MP4 counts
 
 
 class UnlabelledSplitError(ValueError):
@@ -119,3 +120,22 @@ def index_videos(directory: Path) -> dict[str, Path]:
             if suffix.lower() in VIDEO_SUFFIXES:
                 index.setdefault(stem, Path(folder) / name)
     return index
+
+
+def layout_error(problem: str, reader: Callable, root: str | Path) -> FileNotFoundError:
+    """An error that says what is wrong with ``data.root`` (``problem``), the layout that the dataset's annotation
+    ``reader`` expects under it (its module's ``LAYOUT``) and how to check a copy (python src/check_data.py).
+    Torch-free: src/train.py answers a root that holds no dataset before its imports (vivit.config)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    reader = getattr(reader, "func", reader)  # a functools.partial from the config
+    layout = getattr(sys.modules.get(getattr(reader, "__module__", ""), None), "LAYOUT", None)
+    expected = f". Expected under data.root: {layout}" if layout else ""
+    hydra = HydraConfig.get() if HydraConfig.initialized() else None
+    if hydra is not None and hydra.job.name == "check_data":
+        return FileNotFoundError(f"{problem}{expected}")
+    name = (hydra.runtime.choices.get("data") if hydra is not None else None) or "<name>"
+    return FileNotFoundError(
+        f"{problem}{expected}. Set data.root to the dataset's directory, or list every problem of this one "
+        f"with: python src/check_data.py data={name} data.root={root}"
+    )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from lightning import LightningDataModule
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from vivit.data.annotations import UnlabelledSplitError
+from vivit.data.annotations import UnlabelledSplitError, layout_error
 from vivit.data.clips import Batch, VideoClipDataset, WholeVideoSampler, collate_clips
 from vivit.data.decoding import get_decoder
 from vivit.data.records import VideoRecord
@@ -197,21 +196,8 @@ class VideoDataModule(LightningDataModule):
                 )
 
     def layout_error(self, problem: str) -> FileNotFoundError:
-        """An error that says what is wrong with ``data.root`` (``problem``), the layout this dataset's reader
-        expects under it (its module's ``LAYOUT``) and how to check a copy."""
-        from hydra.core.hydra_config import HydraConfig
-
-        reader = getattr(self.annotations, "func", self.annotations)  # a functools.partial from the config
-        layout = getattr(sys.modules.get(getattr(reader, "__module__", ""), None), "LAYOUT", None)
-        expected = f". Expected under data.root: {layout}" if layout else ""
-        hydra = HydraConfig.get() if HydraConfig.initialized() else None
-        if hydra is not None and hydra.job.name == "check_data":
-            return FileNotFoundError(f"{problem}{expected}")
-        name = (hydra.runtime.choices.get("data") if hydra is not None else None) or "<name>"
-        return FileNotFoundError(
-            f"{problem}{expected}. Set data.root to the dataset's directory, or list every problem of this one "
-            f"with: python src/check_data.py data={name} data.root={self.root}"
-        )
+        """:func:`vivit.data.annotations.layout_error` for this dataset's reader and root."""
+        return layout_error(problem, self.annotations, self.root)
 
     def _read(self, reader: Callable, *args):
         """``reader(*args)``: a missing annotation file becomes :meth:`layout_error`."""

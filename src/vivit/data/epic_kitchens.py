@@ -27,7 +27,7 @@ SPLIT_FILES = {"train": "EPIC_100_train.csv", "val": "EPIC_100_validation.csv", 
 _REQUIRED = ("narration_id", "participant_id", "video_id", "start_frame", "stop_frame", "verb_class", "noun_class")
 
 
-def read_class_names(root: str | Path) -> dict[str, list[str]]:
+def read_epic_kitchens_class_names(root: str | Path) -> dict[str, list[str]]:
     """``{"verb": [...], "noun": [...]}``: class keys indexed by class id, from the class CSVs."""
     names = {}
     for kind in ("verb", "noun"):
@@ -62,7 +62,7 @@ def read_epic_kitchens_100(
         raise ValueError(f"frames must be one of {sorted(FRAMES)}, got {frames!r}")
     path = root / "annotations" / SPLIT_FILES[split]
     rows = read_csv(path, _REQUIRED)
-    num_classes = {kind: len(names) for kind, names in read_class_names(root).items()}
+    num_classes = {kind: len(names) for kind, names in read_epic_kitchens_class_names(root).items()}
     fps = video_fps(root)
 
     records, unknown = [], []

@@ -25,11 +25,9 @@ log = logging.getLogger(__name__)
 
 VERBS = ("move-left", "move-right", "move-up", "move-down", "grow", "shrink")
 NOUNS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-EPIC_HEADER = [
-    "narration_id", "participant_id", "video_id", "narration_timestamp", "start_timestamp", "stop_timestamp",
-    "start_frame", "stop_frame", "narration", "verb", "verb_class", "noun", "noun_class", "all_nouns",
-    "all_noun_classes",
-]  # fmt: skip
+EPIC_HEADER = ["narration_id", "participant_id", "video_id", "narration_timestamp", "start_timestamp", "stop_timestamp"]
+EPIC_HEADER += ["start_frame", "stop_frame", "narration", "verb", "verb_class", "noun", "noun_class", "all_nouns"]
+EPIC_HEADER += ["all_noun_classes"]
 MARKER = "moving_digits.json"
 _FORMAT_VERSION = 2  # bump when the rendering changes, so old copies are regenerated
 _VIDEO_NAME = re.compile(r"P\d\d_\d\d\.MP4")

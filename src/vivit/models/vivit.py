@@ -6,7 +6,7 @@ Every variant takes a built tokeniser and returns logits:
 
 - ``SpatioTemporal`` (Model 1): one encoder over all n = t·s tokens (+ CLS).
 - ``FactorisedEncoder`` (Model 2): a spatial encoder shared by all frames (CLS per frame), then a
-  temporal encoder over the t frame embeddings; ``temporal_depth=0`` averages them instead.
+  ``TemporalEncoder`` over the t frame embeddings, or ``FrameAverage`` (``temporal_depth=0``).
 - ``FactorisedSelfAttention`` (Model 3): each block runs spatial MSA, temporal MSA, MLP; no CLS.
 - ``FactorisedDotProduct`` (Model 4): Model 1's parameters, half of the heads over space and
   half over time; no CLS.
@@ -16,8 +16,7 @@ and positional embeddings ~ TruncNormal(0.02).
 The stochastic-depth rate ramps linearly from 0 at the first block to ``drop_path_rate`` at
 the last one, restarting in each encoder of Model 2 (as in the official code).
 
-``activation_checkpointing=True`` recomputes each block's activations in the backward pass instead
-of storing them: the memory of long clips for about a third more compute.
+``activation_checkpointing=True`` recomputes each block in the backward pass (``layers.Blocks``).
 """
 
 from __future__ import annotations
@@ -29,9 +28,8 @@ from typing import Literal
 import torch
 from einops import rearrange
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
-from vivit.models.layers import Block, FactorisedDotProductAttention, FactorisedSelfAttentionBlock
+from vivit.models.layers import Block, Blocks, FactorisedDotProductAttention, FactorisedSelfAttentionBlock
 from vivit.models.tokenisers import VideoTokeniser
 from vivit.rules import check_network
 
@@ -39,16 +37,13 @@ __all__ = [
     "FactorisedDotProduct",
     "FactorisedEncoder",
     "FactorisedSelfAttention",
+    "FrameAverage",
     "SpatioTemporal",
+    "TemporalEncoder",
     "VideoTransformer",
 ]
 
 Pool = Literal["cls", "mean"]
-
-
-def drop_path_rates(rate: float, depth: int) -> list[float]:
-    """Linear ramp 0 → rate over the blocks of one encoder."""
-    return [rate * i / (depth - 1) for i in range(depth)] if depth > 1 else [rate] * depth
 
 
 def init_weights(module: nn.Module) -> None:
@@ -58,10 +53,15 @@ def init_weights(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
+def prepend_cls(x: Tensor, cls_token: Tensor | None) -> Tensor:
+    """(B, n, D) -> (B, 1+n, D) when a CLS token is used."""
+    return x if cls_token is None else torch.cat([cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+
+
 class VideoTransformer(nn.Module):
     """What all variants share: tokeniser, final norm, pooling, classifier head, checks.
 
-    Subclasses build ``blocks``, the positional embedding(s), and ``forward_features``:
+    Subclasses build ``blocks`` (``make_blocks``), the positional embedding(s), and ``forward_features``:
     (B, C, T, H, W) -> final normalised tokens (B, [1+]n, D).
     """
 
@@ -92,7 +92,6 @@ class VideoTransformer(nn.Module):
         self.num_classes = num_classes
         self.embed_dim = embed_dim
         self.pool = pool
-        self.activation_checkpointing = activation_checkpointing
         self.block_kwargs = dict(
             dim=embed_dim,
             num_heads=num_heads,
@@ -102,10 +101,26 @@ class VideoTransformer(nn.Module):
             attn_drop=attn_drop_rate,
             gelu=gelu,
         )
+        self.activation_checkpointing = activation_checkpointing  # read by make_blocks
         self.pos_drop = nn.Dropout(drop_rate)
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(embed_dim, num_classes)
+
+    def make_blocks(self, depth: int, drop_path_rate: float, block: Callable[..., nn.Module] = Block) -> Blocks:
+        return Blocks(block, depth, drop_path_rate, self.activation_checkpointing, **self.block_kwargs)
+
+    @property
+    def activation_checkpointing(self) -> bool:
+        """Whether every encoder's blocks are checkpointed; settable after construction."""
+        return self._activation_checkpointing
+
+    @activation_checkpointing.setter
+    def activation_checkpointing(self, on: bool) -> None:
+        self._activation_checkpointing = on
+        for module in self.modules():
+            if isinstance(module, Blocks):
+                module.checkpointing = on
 
     def init_weights(self) -> None:
         self.apply(init_weights)
@@ -118,18 +133,13 @@ class VideoTransformer(nn.Module):
         # scratch with Adam that stalls for hundreds of steps (measured on moving digits), so start small.
         nn.init.trunc_normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
+        for module in self.children():  # a part with its own scheme (Model 2's temporal encoder) runs it last
+            if hasattr(module, "init_weights"):
+                module.init_weights()
 
     def no_weight_decay(self) -> set[str]:
         """Embedding parameters exempt from weight decay (norms and biases are exempt by rank)."""
         return {n for n, _ in self.named_parameters() if n.endswith(("pos_embed", "cls_token"))}
-
-    def run_blocks(self, blocks: nn.Sequential, x: Tensor) -> Tensor:
-        """``blocks(x)``, one checkpointed block at a time when ``activation_checkpointing`` is on."""
-        if not (self.activation_checkpointing and torch.is_grad_enabled()):
-            return blocks(x)
-        for block in blocks:
-            x = checkpoint(block, x, use_reentrant=False)
-        return x
 
     def pool_tokens(self, x: Tensor) -> Tensor:
         """(B, [1+]n, D) -> (B, D): the CLS token, or the mean of all tokens."""
@@ -140,10 +150,6 @@ class VideoTransformer(nn.Module):
 
     def forward(self, video: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(video))
-
-    def prepend_cls(self, x: Tensor, cls_token: Tensor | None) -> Tensor:
-        """(B, n, D) -> (B, 1+n, D) when a CLS token is used."""
-        return x if cls_token is None else torch.cat([cls_token.expand(x.shape[0], -1, -1), x], dim=1)
 
 
 class SpatioTemporal(VideoTransformer):
@@ -159,15 +165,13 @@ class SpatioTemporal(VideoTransformer):
         n = tokeniser.num_frames * tokeniser.num_spatial
         self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dim)) if self.pool == "cls" else None
         self.pos_embed = nn.Parameter(torch.zeros(1, n + (self.pool == "cls"), self.embed_dim))
-        self.blocks = nn.Sequential(
-            *(Block(**self.block_kwargs, drop_path=r) for r in drop_path_rates(drop_path_rate, depth))
-        )
+        self.blocks = self.make_blocks(depth, drop_path_rate)
         self.init_weights()
 
     def forward_features(self, video: Tensor) -> Tensor:
         x = rearrange(self.tokeniser(video), "b t s d -> b (t s) d")
-        x = self.pos_drop(self.prepend_cls(x, self.cls_token) + self.pos_embed)  # (B, 1+n, D)
-        return self.norm(self.run_blocks(self.blocks, x))
+        x = self.pos_drop(prepend_cls(x, self.cls_token) + self.pos_embed)  # (B, 1+n, D)
+        return self.norm(self.blocks(x))
 
 
 class GridTransformer(VideoTransformer):
@@ -190,15 +194,13 @@ class GridTransformer(VideoTransformer):
         super().__init__(tokeniser, num_classes, depth=depth, drop_path_rate=drop_path_rate, pool=pool, **kwargs)
         n = tokeniser.num_frames * tokeniser.num_spatial
         self.pos_embed = nn.Parameter(torch.zeros(1, n, self.embed_dim))
-        self.blocks = nn.Sequential(
-            *(self.block(**self.block_kwargs, drop_path=r) for r in drop_path_rates(drop_path_rate, depth))
-        )
+        self.blocks = self.make_blocks(depth, drop_path_rate, self.block)
         self.init_weights()
 
     def forward_features(self, video: Tensor) -> Tensor:
         x = self.tokeniser(video)  # (B, t, s, D)
         x = self.pos_drop(x + self.pos_embed.view(1, *x.shape[1:]))
-        return self.norm(rearrange(self.run_blocks(self.blocks, x), "b t s d -> b (t s) d"))
+        return self.norm(rearrange(self.blocks(x), "b t s d -> b (t s) d"))
 
 
 class FactorisedSelfAttention(GridTransformer):
@@ -214,17 +216,32 @@ class FactorisedDotProduct(GridTransformer):
 
 
 class TemporalEncoder(nn.Module):
-    """Model 2's temporal encoder over frame embeddings: (B, t, D) -> (B, [1+]t, D)."""
+    """Model 2's temporal encoder: frame embeddings (B, t, D) -> normalised tokens (B, [1+]t, D), with its own
+    CLS token (``use_cls``), positional embedding (1, [1+]t, D) ~ TruncNormal(``pos_std``), blocks and norm."""
 
-    def __init__(self, num_frames: int, depth: int, use_cls: bool, drop_path_rate: float, block_kwargs: dict) -> None:
+    def __init__(self, dim: int, num_frames: int, use_cls: bool, pos_std: float, blocks: Blocks) -> None:
         super().__init__()
-        dim = block_kwargs["dim"]
+        self.pos_std = pos_std
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if use_cls else None
         self.pos_embed = nn.Parameter(torch.zeros(1, num_frames + use_cls, dim))
-        self.blocks = nn.Sequential(
-            *(Block(**block_kwargs, drop_path=r) for r in drop_path_rates(drop_path_rate, depth))
-        )
+        self.blocks = blocks
         self.norm = nn.LayerNorm(dim, eps=1e-6)
+
+    def init_weights(self) -> None:
+        nn.init.trunc_normal_(self.pos_embed, std=self.pos_std)
+
+    def forward(self, frames: Tensor) -> Tensor:
+        return self.norm(self.blocks(prepend_cls(frames, self.cls_token) + self.pos_embed))
+
+
+class FrameAverage(nn.Module):
+    """The paper's average-pool baseline in place of the temporal encoder: frame embeddings (B, t, D) -> their
+    mean as the one token the head reads (B, 1, D), whichever the pooling. No parameters."""
+
+    cls_token = None  # as a TemporalEncoder without CLS: nothing attends, the frames are averaged
+
+    def forward(self, frames: Tensor) -> Tensor:
+        return frames.mean(dim=1, keepdim=True)
 
 
 class FactorisedEncoder(VideoTransformer):
@@ -232,14 +249,12 @@ class FactorisedEncoder(VideoTransformer):
 
     The spatial encoder (``blocks``, ``norm``, ``cls_token``, ``pos_embed`` of shape (1, 1+s, D),
     shared by all frames) runs on each frame; its CLS output (or mean) is the frame embedding h_i.
-    The temporal encoder (``temporal.*``, ``temporal_depth`` blocks, own CLS and positional
-    embedding of shape (1, 1+t, D)) runs over H = [h_1 … h_t]. With ``temporal_depth=0`` there is
-    no temporal encoder: the frame embeddings are averaged (the paper's average-pool baseline).
+    ``temporal`` (a ``TemporalEncoder`` of ``temporal_depth`` blocks) runs over H = [h_1 … h_t]; with
+    ``temporal_depth=0`` it is ``FrameAverage``, the paper's average-pool baseline.
 
-    ``temporal_pos_std``: the temporal positional embedding starts ~ TruncNormal(temporal_pos_std);
-    0.02 as every other embedding (the official code). The frames it is added to come out of the
-    spatial encoder's LayerNorm, with components of order 0.3–1, so at 0.02 frame order is nearly
-    invisible to a temporal encoder trained from scratch; 1.0 lets it learn order far sooner.
+    ``temporal_pos_std``: the temporal positional embedding starts ~ TruncNormal(temporal_pos_std), 0.02 as
+    every other embedding (the official code); why 1.0 learns frame order sooner from scratch:
+    experiments/table3_temporal_layers/README.md.
 
     Shapes: tokens (B, t, s, D) -> (B·t, 1+s, D) -> frames (B, t, D) -> (B, 1+t, D).
     """
@@ -259,42 +274,26 @@ class FactorisedEncoder(VideoTransformer):
             raise ValueError(f"FactorisedEncoder: temporal_depth must be >= 0, got {temporal_depth}")
         if temporal_pos_std < 0:
             raise ValueError(f"FactorisedEncoder: temporal_pos_std must be >= 0, got {temporal_pos_std}")
-        self.temporal_pos_std = temporal_pos_std
         use_cls = self.pool == "cls"
         self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dim)) if use_cls else None
         self.pos_embed = nn.Parameter(torch.zeros(1, tokeniser.num_spatial + use_cls, self.embed_dim))
-        self.blocks = nn.Sequential(
-            *(Block(**self.block_kwargs, drop_path=r) for r in drop_path_rates(drop_path_rate, depth))
-        )
-        self.temporal = (
-            TemporalEncoder(tokeniser.num_frames, temporal_depth, use_cls, drop_path_rate, self.block_kwargs)
+        self.blocks = self.make_blocks(depth, drop_path_rate)
+        temporal_blocks = self.make_blocks(temporal_depth, drop_path_rate)
+        self.temporal = (  # no temporal blocks: the paper's average-pool baseline
+            TemporalEncoder(self.embed_dim, tokeniser.num_frames, use_cls, temporal_pos_std, temporal_blocks)
             if temporal_depth > 0
-            else None
+            else FrameAverage()
         )
         self.init_weights()
-
-    def init_weights(self) -> None:
-        super().init_weights()
-        if self.temporal is not None:
-            nn.init.trunc_normal_(self.temporal.pos_embed, std=self.temporal_pos_std)
 
     def forward_spatial(self, video: Tensor) -> Tensor:
         """The spatial encoder on every frame: (B, C, T, H, W) -> frame embeddings h_i (B, t, D)."""
         x = self.tokeniser(video)  # (B, t, s, D)
         B = x.shape[0]
         x = rearrange(x, "b t s d -> (b t) s d")
-        x = self.pos_drop(self.prepend_cls(x, self.cls_token) + self.pos_embed)  # (B·t, 1+s, D)
-        x = self.norm(self.run_blocks(self.blocks, x))
+        x = self.pos_drop(prepend_cls(x, self.cls_token) + self.pos_embed)  # (B·t, 1+s, D)
+        x = self.norm(self.blocks(x))
         return rearrange(self.pool_tokens(x), "(b t) d -> b t d", b=B)
 
     def forward_features(self, video: Tensor) -> Tensor:
-        frames = self.forward_spatial(video)  # (B, t, D)
-        if self.temporal is None:
-            return frames  # pooled by forward_head's mean: the average-pool baseline
-        x = self.prepend_cls(frames, self.temporal.cls_token) + self.temporal.pos_embed  # (B, 1+t, D)
-        return self.temporal.norm(self.run_blocks(self.temporal.blocks, x))
-
-    def forward_head(self, x: Tensor) -> Tensor:
-        if self.temporal is None:
-            return self.head(self.head_drop(x.mean(dim=1)))  # average-pool baseline over (B, t, D)
-        return super().forward_head(x)
+        return self.temporal(self.forward_spatial(video))  # (B, [1+]t, D), or (B, 1, D) averaged

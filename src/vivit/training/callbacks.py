@@ -154,7 +154,7 @@ class LossGuard(Callback):
 class NetworkSummary(ModelSummary):
     """Lightning's model summary (to ``max_depth``) without the rows of the metrics, which hold no parameters,
     and without its FLOPs column: Lightning counts FLOPs only by running an ``example_input_array`` through
-    the model, which a VideoClassifier does not have, so the column would be all zeros. A run's GFLOPs per
+    the model, which a VideoClassifier does not have, so the column would be all zeros. A run's GMACs per
     clip are in its ``results.json``."""
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -51,9 +51,9 @@ FUSED_DEVICES = ("cpu", "cuda")  # where torch's optimisers (AdamW, Adam, SGD, A
 
 
 def fused_optimizer(factory: OptimizerFactory, device: torch.device) -> OptimizerFactory:
-    """The optimiser factory with ``fused=True`` (one kernel per step instead of one per tensor; AdamW
-    on ViViT-S takes 15 ms a step instead of 90-120 ms on 2 CPU threads) when the device and the
-    optimiser have a fused implementation and the factory chooses neither ``fused`` nor ``foreach``."""
+    """The optimiser factory with ``fused=True`` (one kernel per step instead of one per tensor; measured in
+    experiments/benchmark/README.md) when the device and the optimiser have a fused implementation and the
+    factory chooses neither ``fused`` nor ``foreach``."""
     fusable = "fused" in inspect.signature(getattr(factory, "func", factory)).parameters
     chosen = {"fused", "foreach"} & set(getattr(factory, "keywords", {}))
     if device.type in FUSED_DEVICES and fusable and not chosen:
@@ -119,7 +119,8 @@ class VideoClassifier(LightningModule):
             when both are on); 0 turns each off. The targets are mixed before label smoothing. With several
             heads the action (every head's label) is mixed, so all heads share the pairing and λ.
         compile: ``torch.compile`` the network in place (its state-dict keys do not change).
-        activation_checkpointing: recompute each transformer block in the backward pass.
+        activation_checkpointing: deprecated, read from the configs of earlier versions' checkpoints: the network's
+            own ``activation_checkpointing`` (``model.net.activation_checkpointing``) is the key; true sets it.
         attention_backends: SDPA backends in priority order (cudnn, flash, efficient, math);
             None leaves the choice to torch.
         view_average: how a test video's views are combined, ``"logits"`` or ``"softmax"``.
@@ -149,6 +150,7 @@ class VideoClassifier(LightningModule):
         self.test_videos: dict[int, VideoViews] = {}  # video index -> its views so far, during a test epoch
         self.attention = attention_priority(attention_backends)
         if activation_checkpointing:
+            log.warning("model.activation_checkpointing is deprecated: use model.net.activation_checkpointing")
             net.activation_checkpointing = True
         if compile:
             net.compile()
@@ -207,7 +209,10 @@ class VideoClassifier(LightningModule):
         """Logs ``<stage>/bad_videos``: the distinct videos of the stage that have failed to decode so far in
         the run, in any process (see the class docstring). The processes' marks are merged when Lightning
         syncs the metric, in the order it syncs the others: no collective of its own in an epoch-end hook."""
-        datamodule = getattr(self._trainer, "datamodule", None)  # None outside a Trainer
+        try:
+            datamodule = self.trainer.datamodule
+        except RuntimeError:  # not attached to a Trainer (the hook called directly)
+            return
         if hasattr(datamodule, "bad_video_marks"):
             metric = getattr(self, f"{stage}_bad_videos")
             metric.update(datamodule.bad_video_marks(stage).to(self.device))
@@ -287,6 +292,19 @@ class VideoClassifier(LightningModule):
     def on_validation_epoch_end(self) -> None:
         self.log_bad_videos("val")
 
+    def view_scores(self, logits: Tensor) -> Tensor:
+        """(V, K) logits of test views -> what a video's views average: the logits themselves, or each head's
+        softmax probabilities (``view_average``)."""
+        scores = logits.detach().float()
+        if self.view_average == "softmax":
+            scores = torch.cat([s.softmax(-1) for s in self.split_logits(scores).values()], dim=-1)
+        return scores
+
+    def video_logits(self, mean_scores: Tensor) -> Tensor:
+        """(..., K) mean of a video's :meth:`view_scores` -> the logits that testing scores the video on
+        (with ``view_average="softmax"``, the log of the mean probabilities)."""
+        return mean_scores.log() if self.view_average == "softmax" else mean_scores
+
     def on_test_epoch_start(self) -> None:
         self.test_videos = {}
 
@@ -294,9 +312,7 @@ class VideoClassifier(LightningModule):
         """Adds each view's scores to its video's; the metrics come at the end of the epoch."""
         if not self.has_clips(batch):
             return
-        scores = self(batch["video"]).detach().float()  # (B, K)
-        if self.view_average == "softmax":
-            scores = torch.cat([s.softmax(-1) for s in self.split_logits(scores).values()], dim=-1)
+        scores = self.view_scores(self(batch["video"]))  # (B, K)
         for video, view, score, label in zip(batch["index"].tolist(), batch["view"].tolist(), scores, batch["label"]):
             entry = self.test_videos.setdefault(video, VideoViews(label, torch.zeros_like(score)))
             if view in entry.views:
@@ -320,7 +336,7 @@ class VideoClassifier(LightningModule):
         fewer = int((counts < counts.max()).sum()) if videos else 0
         if fewer:  # e.g. trainer.limit_test_batches cut a video short
             log.warning("%d of %d test videos have fewer views than the others", fewer, len(videos))
-        self.score(scores.log() if self.view_average == "softmax" else scores, labels, "test")
+        self.score(self.video_logits(scores), labels, "test")
         self.log("test/videos", float(len(videos)), reduce_fx="sum", sync_dist=True, batch_size=1)
         self.log("test/views", float(counts.sum()), reduce_fx="sum", sync_dist=True, batch_size=1)
         self.log_bad_videos("test")

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import compose_config
+from helpers import compose_config
 from vivit.models import FactorisedEncoder, TubeletTokeniser
 from vivit.training import VideoClassifier, cosine_with_warmup, param_groups
 
