@@ -137,12 +137,19 @@ def test_a_multirun_job_in_a_directory_in_use_is_refused(tmp_path: Path) -> None
     assert not {"checkpoints", "results.json"} & {p.name for p in (sweep / "0").iterdir()}
 
 
-def test_a_sweep_with_a_bad_job_fails_before_writing_anything(tmp_path: Path) -> None:
-    """Every job's config is checked before the sweep writes anything: the message names the job."""
-    proc = run_script("train", "-m", "backbone.embed_dim=32", "backbone.num_heads=2,5", f"paths.log_dir={tmp_path}")
+@pytest.mark.parametrize(
+    "sweep, message, job",
+    [  # a combination (vivit.rules), a type (the schema)
+        (["backbone.embed_dim=32", "backbone.num_heads=2,5"], "num_heads", "backbone.num_heads=5"),
+        (["data.batch_size=8,sixteen"], "data.batch_size='sixteen': expected an integer", "data.batch_size=sixteen"),
+    ],
+)
+def test_a_sweep_with_a_bad_job_fails_before_writing_anything(tmp_path: Path, sweep, message, job) -> None:
+    """Every job's config is composed and checked before the sweep writes anything: one line, naming the job."""
+    proc = run_script("train", "-m", *sweep, f"paths.log_dir={tmp_path}")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     (line,) = proc.stderr.strip().splitlines()
-    assert "num_heads" in line and line.endswith("(job #1: backbone.num_heads=5)")
+    assert message in line and line.endswith(f"(job #1: {job})")
     assert list(tmp_path.iterdir()) == []
 
 

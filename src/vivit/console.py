@@ -76,8 +76,8 @@ def summarise(trainer: L.Trainer, metrics: dict[str, float], checkpoint: str) ->
 
     out = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path(trainer.default_root_dir)
     lines = ["", "Summary"]
-    lines += [  # counts (test/videos, test/views) as whole numbers
-        f"  {k:<28} {v:{'.0f' if k.endswith(('/videos', '/views')) else '.4f'}}"
+    lines += [  # counts (test/videos, test/views, test/bad_videos) as whole numbers
+        f"  {k:<28} {v:{'.0f' if k.endswith(('/videos', '/views', '/bad_videos')) else '.4f'}}"
         for k, v in sorted(metrics.items())
         if not k.endswith("_step") and not k.startswith("lr-")
     ]

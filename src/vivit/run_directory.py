@@ -25,13 +25,13 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
-from hydra.errors import InstantiationException
+from hydra.errors import ConfigCompositionException, InstantiationException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict, read_write
 
 import vivit
-from vivit.config import check_config
+from vivit.config import check_config, composition_error
 from vivit.multirun import LOCKED_BY_PARENT_ENV
 
 LOCK_FILE = ".lock"  # in the run directory: the id of the process that holds it
@@ -60,13 +60,18 @@ class ClaimRunDirectory(Callback):
 
         jobs = sweep_jobs(config)
         for number, overrides in enumerate(jobs):
-            job = GlobalHydra.instance().config_loader().load_sweep_config(config, overrides)
+            swept = [o for o in overrides if any(o not in other for other in jobs)]  # what this job varies
+            where = f" (job #{number}: {' '.join(swept)})" if swept else ""
+            try:
+                job = GlobalHydra.instance().config_loader().load_sweep_config(config, overrides)
+            except ConfigCompositionException as error:  # data.batch_size=8,sixteen: the schema refuses a value
+                raise SystemExit(
+                    composition_error(error, config.hydra.job.config_name, list(overrides)) + where
+                ) from None
             HydraConfig.instance().set_config(job)
             try:
                 check_config(task_config(job))
             except SystemExit as error:
-                swept = [o for o in overrides if any(o not in other for other in jobs)]  # what this job varies
-                where = f" (job #{number}: {' '.join(swept)})" if swept else ""
                 raise SystemExit(f"{error}{where}") from None
         HydraConfig.instance().set_config(config)
 

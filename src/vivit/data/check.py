@@ -15,18 +15,18 @@ This module imports only the decoder at the top: the pool's workers import it to
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing
 import os
 import sys
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vivit.data.decoding import VideoDecodeError, count_frames, decode_frames, frame_rate
+from vivit.data.problems import Problem, ProblemReport, problems_table
 from vivit.data.sampling import clip_span, resampled_length
 
 if TYPE_CHECKING:
@@ -40,19 +40,6 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 FOLDER_CHUNK = 64  # frames of a folder decoded at once
 Segment = tuple[int, int | None]  # VideoRecord's (start, stop); stop None: the end of the file
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One problem of a split ("all": of the dataset), with a file (a video, or the annotation file of a row
-    with an unknown label) and the annotation rows it concerns (none: the whole split). ``severity`` is
-    "error" or "note": a note (a short clip) does not stop training."""
-
-    split: str
-    file: str
-    rows: tuple[str, ...]
-    problem: str
-    severity: str = "error"
 
 
 @dataclass
@@ -93,7 +80,7 @@ def check_video(path: Path, segments: Sequence[Segment], decoder: str = "pyav", 
 
 
 @dataclass
-class DataCheck:
+class DataCheck(ProblemReport):
     """The findings of :func:`check_data`: counts per split, every video's frame count, and the problems."""
 
     root: str
@@ -102,14 +89,6 @@ class DataCheck:
     splits: dict[str, dict[str, int]]  # split -> rows, dropped, videos, unreadable (videos with an error), notes
     videos: list[dict]  # {"file", "frames", "fps", "error"}, one per distinct video (fps: with data.target_fps)
     problems: list[Problem]
-
-    @property
-    def failed(self) -> bool:
-        """Rows were dropped, a split could not be read, or a video (or a segment of one) does not decode."""
-        return any(problem.severity == "error" for problem in self.problems)
-
-    def to_json(self) -> str:
-        return json.dumps({**asdict(self), "failed": self.failed}, indent=1)
 
     def markdown(self, limit: int | None = None) -> str:
         """The split counts and the problems (errors first) as Markdown tables; at most ``limit`` problems."""
@@ -128,21 +107,6 @@ class DataCheck:
         lines += ["", f"## Problems: {errors} errors, {len(self.problems) - errors} notes", ""]
         lines += problems_table(self.problems, limit)
         return "\n".join(lines) + "\n"
-
-
-def problems_table(problems: Sequence[Problem], limit: int | None = None) -> list[str]:
-    """Markdown lines of a report's problems, one row each (the first ``limit``; None: all)."""
-    if not problems:
-        return []
-    lines = ["| | split | file | rows | problem |", "|---|---|---|---|---|"]
-    for problem in problems[:limit]:
-        more = len(problem.rows) - 3
-        rows = ", ".join(problem.rows[:3]) + (f" and {more} more" if more > 0 else "")
-        cells = (problem.severity, problem.split, problem.file, rows, problem.problem)
-        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
-    if limit is not None and len(problems) > limit:
-        lines.append(f"\n... and {len(problems) - limit} more")
-    return lines
 
 
 def check_data(datamodule: VideoDataModule, splits: Sequence[str] = SPLITS, workers: int | None = None) -> DataCheck:
@@ -280,10 +244,4 @@ def run(cfg: DictConfig) -> int:
     if workers is not None and workers < 0:
         raise ValueError(f"workers must be null (one per CPU) or >= 0, got {workers}")
     report = check_data(instantiate(cfg.data), splits, workers)
-    out = Path(cfg.get("out") or HydraConfig.get().runtime.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "check_data.json").write_text(report.to_json())
-    (out / "check_data.md").write_text(report.markdown())
-    print(report.markdown(limit=50))
-    print(f"Report: {out / 'check_data.md'} and {out / 'check_data.json'}")
-    return 1 if report.failed else 0
+    return report.write(Path(cfg.get("out") or HydraConfig.get().runtime.output_dir), "check_data")

@@ -39,7 +39,7 @@ def run(cfg: DictConfig) -> int:
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import instantiate
 
-    from vivit.data.check import Problem
+    from vivit.data.problems import Problem
 
     check_options(cfg)
     encoding, out = encoding_options(cfg), Path(cfg.out)
@@ -86,13 +86,7 @@ def run(cfg: DictConfig) -> int:
                 report.problems.append(Problem("all", str(data.root), (), f"sample not timed: {error}", "note"))
             report.sample_seconds.update({name: times[0], f"{name}_decode": times[1]})
 
-    where = Path(cfg.get("report") or HydraConfig.get().runtime.output_dir)
-    where.mkdir(parents=True, exist_ok=True)
-    (where / "prepare_data.json").write_text(report.to_json())
-    (where / "prepare_data.md").write_text(report.markdown())
-    print(report.markdown(limit=50))
-    print(f"Report: {where / 'prepare_data.md'} and {where / 'prepare_data.json'}")
-    return 1 if report.failed else 0
+    return report.write(Path(cfg.get("report") or HydraConfig.get().runtime.output_dir), "prepare_data")
 
 
 def check_options(cfg: DictConfig) -> None:

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
-if TYPE_CHECKING:
-    from vivit.data.check import Problem
+from vivit.data.problems import Problem, ProblemReport, problems_table
 
 
 @dataclass
-class PreparedData:
+class PreparedData(ProblemReport):
     """The findings of :func:`~vivit.data.prepare.dataset.prepare_data`: per-video results, sizes, sample times
     and the problems."""
 
@@ -28,18 +25,8 @@ class PreparedData:
     # "raw" and "prepared": one training sample; "raw_decode", "prepared_decode": decoding its clip
     sample_seconds: dict[str, float | None] = field(default_factory=dict)
 
-    @property
-    def failed(self) -> bool:
-        """A video (or a split) could not be prepared, or the copy does not give the raw root's records."""
-        return any(problem.severity == "error" for problem in self.problems)
-
-    def to_json(self) -> str:
-        return json.dumps({**asdict(self), "failed": self.failed}, indent=1)
-
     def markdown(self, limit: int | None = None) -> str:
         """Counts, sizes, sample times and the problems (errors first) as Markdown; at most ``limit`` problems."""
-        from vivit.data.check import problems_table
-
         n, size = self.counts, self.bytes
         errors = sum(problem.severity == "error" for problem in self.problems)
         ratio = f" ({size['after'] / size['before']:.0%})" if size["before"] else ""
