@@ -29,17 +29,22 @@ def resume_checkpoint(cfg: DictConfig) -> str | None:
     this run directory's newest checkpoint, or none (the run starts from scratch). Otherwise ``ckpt_path``
     (``best``, ``hpc``: Lightning's).
     """
-    ckpt_path = cfg.get("ckpt_path")
-    if cfg.get("resume") and ckpt_path in (None, "last"):
-        ckpt_path = str(newest_checkpoint(Path(cfg.resume)))
-    elif ckpt_path == "last":
-        newest = newest_checkpoint(Path(cfg.paths.output_dir))
-        if newest is None:
-            log.info("ckpt_path=last: no checkpoint in %s yet, starting from scratch", cfg.paths.output_dir)
-            return None
-        ckpt_path = str(newest)
+    ckpt_path = checkpoint_to_resume(cfg)
+    if ckpt_path is None and cfg.get("ckpt_path") == "last":
+        log.info("ckpt_path=last: no checkpoint in %s yet, starting from scratch", cfg.paths.output_dir)
     if ckpt_path not in (None, "best", "hpc"):
         log.info("resuming from %s", ckpt_path)
+    return ckpt_path
+
+
+def checkpoint_to_resume(cfg: DictConfig) -> str | None:
+    """:func:`resume_checkpoint`'s answer, found without saying so."""
+    ckpt_path = cfg.get("ckpt_path")
+    if cfg.get("resume") and ckpt_path in (None, "last"):
+        return str(newest_checkpoint(Path(cfg.resume)))
+    if ckpt_path == "last":
+        newest = newest_checkpoint(Path(cfg.paths.output_dir))
+        return None if newest is None else str(newest)
     return ckpt_path
 
 
@@ -56,7 +61,7 @@ def finished_run(cfg: DictConfig) -> dict[str, float] | None:
     if not cfg.get("resume"):
         log.info("%s exists: this run has finished, skipping it", done)
         return metrics
-    epochs, max_epochs = epochs_trained(resume_checkpoint(cfg)), cfg.trainer.get("max_epochs")
+    epochs, max_epochs = epochs_trained(checkpoint_to_resume(cfg)), cfg.trainer.get("max_epochs")
     if max_epochs is None or max_epochs < 0 or max_epochs <= epochs:
         hint = f"to train it longer: resume={cfg.resume} trainer.max_epochs=<more than {epochs}>"
         log.info("%s exists: this run has finished %d epochs, skipping it (%s)", done, epochs, hint)

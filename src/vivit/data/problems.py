@@ -38,7 +38,7 @@ def problems_table(problems: Sequence[Problem], limit: int | None = None) -> lis
 
 
 class ProblemReport:
-    """Base of a dataclass report with a ``problems`` list and a ``markdown(limit)`` method."""
+    """Base of a dataclass report with a ``problems`` list; the report gives its own ``markdown(limit)``."""
 
     problems: list[Problem]
 
@@ -46,9 +46,6 @@ class ProblemReport:
     def failed(self) -> bool:
         """An error among the problems (notes do not fail a report)."""
         return any(problem.severity == "error" for problem in self.problems)
-
-    def markdown(self, limit: int | None = None) -> str:
-        raise NotImplementedError
 
     def to_json(self) -> str:
         return json.dumps({**asdict(self), "failed": self.failed}, indent=1)
