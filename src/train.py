@@ -15,7 +15,7 @@ def main(cfg: DictConfig) -> float | None:
     from vivit.pipeline import train  # torch, Lightning, timm
 
     metrics = train(cfg)
-    return metrics.get("val/acc_top1")  # the value a Hydra sweeper optimises
+    return metrics.get(cfg.optimized_metric)  # the value a Hydra sweeper optimises (hparams_search=)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -11,14 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import TINY_NET, compose_config, write_bad_video, write_cut_video
+from helpers import TINY_DATA, TINY_NET, compose_config, run_script, write_bad_video, write_cut_video
 from vivit.data import VideoDecodeError, VideoRecord, read_epic_kitchens_100
 from vivit.data.clips import VideoClipDataset, collate_clips
 from vivit.data.decoding import count_frames
 from vivit.data.moving_digits import write_video
 from vivit.data.transforms import clip_transform
 from vivit.pipeline import build
-from vivit.training.video_classifier import MarkedCount
+from vivit.training.bad_videos import BadVideos, MarkedCount
 
 KINDS = ("truncated", "empty", "no_video")
 
@@ -55,7 +56,7 @@ def test_training_replaces_a_bad_video_and_lists_it(kind: str, data_dir: Path, t
     assert any(str(bad) in r.getMessage() and "another random training video" in r.getMessage() for r in caplog.records)
     batch = collate_clips([item, dataset[0]])
     assert batch["video"].shape == (2, 3, 4, 32, 32)
-    assert batch["bad_videos"].item() == len(failed) and batch["bad_files"] == failed
+    assert batch["bad_files"] == failed
 
     only_bad = VideoClipDataset(records[3:], 4, 2, clip_transform(True, crop_size=32), train=True, heads=["verb"])
     with pytest.raises(RuntimeError, match=f"training videos in a row failed to decode: {bad}"):
@@ -69,18 +70,27 @@ def test_training_counts_bad_videos_over_the_run(tiny_cfg, data_dir: Path, tmp_p
     with caplog.at_level(logging.WARNING):
         trainer.fit(model, datamodule=datamodule)
     assert trainer.callback_metrics["train/bad_videos"].item() == 3  # distinct videos: maybe drawn again, counted once
-    assert datamodule.bad_files["train"] == set(bad)
+    assert model.bad_videos.bad_files["train"] == set(bad)
     assert any("3 of 48 videos failed to decode" in record.getMessage() for record in caplog.records)
 
     # the checkpoint holds them (weights_only loads it), and a resumed run goes on from them
     trainer.save_checkpoint(tmp_path / "last.ckpt")
-    state = torch.load(tmp_path / "last.ckpt", weights_only=True)["VideoDataModule"]
-    assert state == {"bad_files": {"train": sorted(bad)}}
-    resumed, _ = build(tiny_cfg(f"data.root={root}"))
-    resumed.load_state_dict(state)
+    checkpoint = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert checkpoint["callbacks"]["BadVideos"] == {"bad_files": {"train": sorted(bad)}}
+    resumed = _resume(tiny_cfg(f"data.root={root}"), tmp_path / "last.ckpt")
     assert resumed.bad_files == {"train": set(bad)}
-    resumed.setup("fit")
-    assert resumed.bad_video_marks("train").sum() == 3 and resumed.bad_video_marks("val").sum() == 0
+
+    # a checkpoint written before the callback kept them in the datamodule's state
+    checkpoint["VideoDataModule"] = {"bad_files": checkpoint["callbacks"].pop("BadVideos")["bad_files"]}
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    assert _resume(tiny_cfg(f"data.root={root}"), tmp_path / "old.ckpt").bad_files == {"train": set(bad)}
+
+
+def _resume(cfg, ckpt_path: Path) -> BadVideos:
+    """The bad-video account of a run resumed from ``ckpt_path`` (fitting nothing more)."""
+    datamodule, model = build(cfg)
+    _trainer(max_epochs=1, limit_val_batches=0).fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    return model.bad_videos
 
 
 def test_bad_video_count_is_the_union_of_marks() -> None:
@@ -89,6 +99,19 @@ def test_bad_video_count_is_the_union_of_marks() -> None:
     count.update(torch.tensor([1.0, 0.0, 0.0, 1.0]))
     count.update(torch.tensor([1.0, 1.0, 0.0, 0.0]))
     assert count.compute() == 3
+
+
+@pytest.mark.slow  # a 2-process run
+def test_ddp_run_counts_the_bad_videos_of_every_process(data_dir: Path, tmp_path: Path) -> None:
+    root, bad = _spoilt(data_dir, tmp_path, "train", 3)
+    run_dir = tmp_path / "run"
+    ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]
+    args = [*TINY_DATA, *TINY_NET, *ddp, "data.batch_size=4", f"data.root={root}", "data.max_bad_videos=0.1"]
+    proc = run_script("train", *args, "trainer.max_epochs=1", f"hydra.run.dir={run_dir}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((run_dir / "results.json").read_text())["train/bad_videos"] == 3
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]["BadVideos"]
+    assert set(state["bad_files"].get("train", [])) <= set(bad)  # the first process's account
 
 
 def test_training_stops_naming_the_files_past_max_bad_videos(tiny_cfg, data_dir: Path, tmp_path: Path) -> None:
@@ -116,7 +139,7 @@ def test_evaluation_can_skip_and_report_bad_videos(tiny_cfg, data_dir: Path, tmp
         (again,) = _trainer(limit_val_batches=1).validate(model, datamodule=datamodule)  # 8 of the 9 again
     assert val["val/bad_videos"] == 9 and test["test/bad_videos"] == 9
     assert again["val/bad_videos"] == 9  # so far in the run, not in the epoch
-    assert datamodule.bad_files["val"] == datamodule.bad_files["test"] == set(bad)
+    assert model.bad_videos.bad_files["val"] == model.bad_videos.bad_files["test"] == set(bad)
     assert any(
         "9 of 24 videos failed to decode and are left out, 15 evaluated" in r.getMessage() for r in caplog.records
     )

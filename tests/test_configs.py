@@ -81,12 +81,20 @@ def test_every_option_composes_and_instantiates(group: str, option: str, data_di
         overrides.append("init.source=vit.pth")
     if group == "input_encoding":
         overrides += ["init=image_vit", "init.source=vit.pth"]
-    if group == "data" and not option.startswith("moving_digits"):  # a real dataset: construction reads its
+    if group == "data" and not option.startswith(("moving_digits", "ucf101", "hmdb51")):  # construction reads its
         config = option.replace("600", "400").replace("700", "400")  # class table, so give it a tiny copy
         next(write for write, data in FIXTURES.values() if data == config)(tmp_path / "root")
         overrides.append(f"data.root={tmp_path / 'root'}")
     if group == "backbone" and option == "h":
         overrides.append("data.crop_size=28")  # ViT-H/14: the crop must be a multiple of 14
+    if group in ("data", "experiment", "sweep") and (dataset := option.split("_")[0]) in ("ucf101", "hmdb51"):
+        import test_ucf_hmdb  # experiment=ucf101_finetune, sweep=ucf101_splits, ...: a tiny copy of the dataset
+
+        getattr(test_ucf_hmdb, f"write_{dataset}")(tmp_path / "root")
+        classes = len(test_ucf_hmdb.EXPECTED[dataset][0])
+        overrides += [f"data.root={tmp_path / 'root'}", f"data.heads.label={classes}", f"data.num_classes={classes}"]
+        if group == "experiment":  # the released ViViT to fine-tune; its GPU trainer composed on this CPU machine
+            overrides += ["init.source=vivit", "trainer.accelerator=cpu"]
     cfg = compose_config(overrides=overrides, output_dir=tmp_path)
     assert HydraConfig.get().runtime.choices[group] == option
     if group in SCHEMA_NODES and (node := OmegaConf.select(cfg, SCHEMA_NODES[group][0])) is not None:
@@ -287,6 +295,10 @@ def test_sweep_job_names_are_one_short_stable_directory_each() -> None:
         ("train", ["model.scheduler.warmup_epochs=few"], "model.scheduler.warmup_epochs='few': expected a number"),
         ("train", ["regularisation=ssv2", "regularisation.mixup_alpha=x"], "regularisation.mixup_alpha='x': expected"),
         ("train", ["backbone.embed_dim=big"], "backbone.embed_dim='big': expected an integer"),
+        ("train", ["model.net.temporal_depth=four"], "model.net.temporal_depth='four': expected an integer"),
+        ("train", ["model=spatiotemporal", "model.net.temporal_depth=2"], "model.net.temporal_depth: no such key in"),
+        ("train", ["model.net.tokeniser.patch_size=[2,x,16]"], "Value 'x' of type 'str' could not be converted to"),
+        ("train", ["model.view_average=[1]"], "model.view_average='[1]': expected"),
         ("train", ["trainer=ddp", "trainer.sync_batchnorm=maybe"], "trainer.sync_batchnorm='maybe': expected true or"),
         ("train", ["test=maybe"], "test='maybe': expected true or false"),
         ("train", ["optimizer.lr=0.1"], "optimizer.lr: no such key in the config; did you mean model.optimizer.lr?"),

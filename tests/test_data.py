@@ -377,7 +377,7 @@ def test_batches_hold_clips_labels_and_indices(tiny_root: Path, num_workers: int
     assert len(dm.train_dataloader()) == 6  # 24 clips / 4, drop_last
     for loader in (dm.train_dataloader(), dm.val_dataloader()):
         batch = next(iter(loader))
-        assert set(batch) == {"video", "label", "index", "view", "bad_videos", "bad_files"}
+        assert set(batch) == {"video", "label", "index", "view", "bad_files"}
         assert batch["video"].shape == (4, 3, 4, 32, 32) and batch["video"].dtype == torch.float32
         assert batch["video"].min() >= -1 and batch["video"].max() <= 1
         assert batch["label"].shape == (4,) and batch["label"].dtype == torch.int64

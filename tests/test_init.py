@@ -1,6 +1,8 @@
-"""Initialisation from an image ViT (ViViT §3.4): exact identities after init, and strict loading.
+"""Initialisation from an image ViT (ViViT §3.4): exact identities after init, and strict loading; and a released
+video ViViT's classifier kept or replaced (``init.classifier``) for fine-tuning on other classes.
 
-Tiny random timm ViTs saved to disk stand in for pretrained checkpoints; nothing is downloaded.
+Tiny random timm ViTs saved to disk stand in for pretrained checkpoints (and the tiny transformers and Scenic
+ViViTs of test_parity.py and test_scenic.py for released video models); nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -13,6 +15,10 @@ from safetensors.torch import save_file
 from scipy import ndimage
 from timm.models.vision_transformer import VisionTransformer
 
+from test_parity import released  # noqa: F401  (a fixture: a tiny random transformers ViViT, saved)
+from test_scenic import network as scenic_network
+from test_scenic import save as save_scenic
+from test_scenic import scenic_params
 from vivit.models import (
     FactorisedDotProduct,
     FactorisedEncoder,
@@ -21,7 +27,16 @@ from vivit.models import (
     TubeletTokeniser,
     UniformFrameTokeniser,
 )
-from vivit.models.init import ImageViTInit, InitError, adapt_image_vit, read_state_dict, source_normalisation
+from vivit.models.init import (
+    HFViViTInit,
+    ImageViTInit,
+    InitError,
+    InitReport,
+    ScenicViViTInit,
+    adapt_image_vit,
+    read_state_dict,
+    source_normalisation,
+)
 
 D, DEPTH, HEADS, P, S, T = 32, 2, 2, 8, 32, 4
 
@@ -36,9 +51,9 @@ def image_vit(**kwargs) -> VisionTransformer:
     return vit.eval()
 
 
-def video_net(cls, tokeniser=TubeletTokeniser, pt: int = 2, **kwargs):
+def video_net(cls, tokeniser=TubeletTokeniser, pt: int = 2, num_classes: int = 5, **kwargs):
     tok = tokeniser(embed_dim=D, video_size=(T, S, S), patch_size=(pt, P, P))
-    return cls(tok, num_classes=5, embed_dim=D, depth=DEPTH, num_heads=HEADS, **kwargs).eval()
+    return cls(tok, num_classes=num_classes, embed_dim=D, depth=DEPTH, num_heads=HEADS, **kwargs).eval()
 
 
 @pytest.fixture(scope="module")
@@ -278,3 +293,89 @@ def test_the_init_targets_that_checkpoints_store_still_resolve(name: str) -> Non
     from hydra.utils import get_class
 
     assert get_class(f"vivit.models.init.{name}").__name__ == name
+
+
+# --- A released video model's classifier: kept (same classes) or replaced (fine-tuning on other classes) ---
+
+
+@pytest.fixture
+def transformers_vivit(released) -> Path:  # noqa: F811  (test_parity's fixture, imported above)
+    """A tiny random transformers ViViT (config.json + weights) with 5 classes."""
+    return released[0]
+
+
+def assert_classifier_replaced(net, before: dict, reference, report: InitReport, unused: list[str]) -> None:
+    """``net`` has ``reference``'s weights (the checkpoint loaded with its classifier) everywhere but its head,
+    which is still its own initialisation (``before``), and the report says so."""
+    assert report.fresh == ["head.weight", "head.bias"] and sorted(report.unused) == sorted(unused)
+    assert set(report.copied) | set(report.transformed) == set(net.state_dict()) - set(report.fresh)
+    for key, value in reference.state_dict().items():
+        if key.startswith("head."):
+            assert torch.equal(net.state_dict()[key], before[key]), key  # left as initialised
+        else:
+            assert torch.equal(net.state_dict()[key], value), key
+    assert "fresh head.weight" in str(report)
+
+
+@pytest.mark.parametrize("classes", [101, 5])  # UCF-101's count, and the checkpoint's own
+def test_hf_vivit_replace_loads_the_backbone_and_keeps_a_new_classifier(transformers_vivit: Path, classes: int) -> None:
+    path = transformers_vivit
+    reference = video_net(SpatioTemporal, pool="cls", gelu="tanh")
+    HFViViTInit(str(path))(reference)  # keep (the default): everything, classifier included
+    net = video_net(SpatioTemporal, num_classes=classes, pool="cls", gelu="tanh")
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    init = HFViViTInit(str(path), classifier="replace")
+    report = init(net)
+    assert net.head.weight.shape == (classes, D)
+    assert_classifier_replaced(net, before, reference, report, ["classifier.weight", "classifier.bias"])
+    assert init.labels == [str(i) for i in range(classes)]  # the checkpoint's names are not these classes'
+
+
+@pytest.mark.parametrize("model", [1, 2])
+def test_scenic_vivit_replace_loads_the_backbone_and_keeps_a_new_classifier(model: int, tmp_path: Path) -> None:
+    path = save_scenic(tmp_path / "checkpoint_3", scenic_params(model))
+    reference = scenic_network(model)
+    ScenicViViTInit(str(path))(reference)
+    net = scenic_network(model, num_classes=51)  # HMDB-51's count
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    report = ScenicViViTInit(str(path), classifier="replace")(net)
+    assert net.head.weight.shape == (51, D)
+    assert_classifier_replaced(net, before, reference, report, ["output_projection/bias", "output_projection/kernel"])
+
+
+def test_a_kept_classifier_of_another_class_count_is_refused_naming_the_key(
+    transformers_vivit: Path, tmp_path: Path
+) -> None:
+    """keep (the default) with data.num_classes other than the checkpoint's: one line naming both ways out."""
+    path = transformers_vivit
+    net = video_net(SpatioTemporal, num_classes=101, pool="cls", gelu="tanh")
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.raises(InitError, match="num_labels=5 needs data.num_classes=5, or init.classifier=replace") as hf:
+        HFViViTInit(str(path))(net)
+    scenic = save_scenic(tmp_path / "checkpoint_1", scenic_params(1))
+    with pytest.raises(InitError, match="set data.num_classes=5, or init.classifier=replace") as flax:
+        ScenicViViTInit(str(scenic))(scenic_network(1, num_classes=101))
+    assert "\n" not in str(hf.value) + str(flax.value)
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())  # nothing loaded
+
+
+def test_a_replaced_classifier_leaves_every_other_key_strict(transformers_vivit: Path, tmp_path: Path) -> None:
+    path = transformers_vivit
+    with pytest.raises(InitError, match="num_hidden_layers=2 needs backbone.depth=2"):
+        HFViViTInit(str(path), classifier="replace")(
+            SpatioTemporal(
+                TubeletTokeniser(D, (T, S, S), (2, P, P)), 101, embed_dim=D, depth=3, num_heads=HEADS, gelu="tanh"
+            )
+        )
+    scenic = save_scenic(tmp_path / "checkpoint_1", scenic_params(1))
+    with pytest.raises(InitError, match="set model.net.gelu=tanh"):
+        ScenicViViTInit(str(scenic), classifier="replace")(scenic_network(1, num_classes=101, gelu="none"))
+    with pytest.raises(InitError, match="init.classifier='new': expected keep .* or replace"):
+        HFViViTInit(str(path), classifier="new")
+
+
+def test_a_wrong_classifier_choice_fails_before_torch(tmp_path: Path) -> None:
+    from test_configs import assert_fails_before_torch
+
+    overrides = ["init=hf_vivit", f"init.source={tmp_path}", "init.classifier=new", "model=spatiotemporal"]
+    assert_fails_before_torch("train", overrides, "init.classifier='new': expected keep or replace", tmp_path)

@@ -142,10 +142,14 @@ def test_named_sweep_skips_finished_jobs_and_reports(data_dir: Path, tmp_path: P
     }
     assert depths == {0, 2}
     stamps = [p.stat().st_mtime_ns for p in results]
+    records = [(p.parent / ".hydra" / "config.yaml").stat().st_mtime_ns for p in results]
 
     proc = run_train(*args, cwd=tmp_path)
     assert proc.stdout.count("this run has finished, skipping it") + proc.stderr.count("skipping it") >= 2
     assert [p.stat().st_mtime_ns for p in results] == stamps
+    # each job's record stays its own: the re-run's goes to .hydra/resumed/<time>/
+    assert [(p.parent / ".hydra" / "config.yaml").stat().st_mtime_ns for p in results] == records
+    assert all(list((p.parent / ".hydra" / "resumed").glob("*/overrides.yaml")) for p in results)
 
     report = run_script("report", str(sweep), timeout=120)
     assert report.returncode == 0, report.stderr[-2000:]
@@ -226,3 +230,152 @@ def test_submitit_local_launcher_runs_each_job(data_dir: Path, tmp_path: Path) -
     for job, model in enumerate(["spatiotemporal", "factorised_encoder"]):
         assert json.loads((sweep / str(job) / "results.json").read_text())["axes"]["model"] == model
     assert len(list((sweep / ".submitit").glob("*/*_result.pkl"))) == 2  # submitit ran both
+
+
+def write_results(sweep: Path, *runs: tuple[dict, float]) -> None:
+    """One job directory per (overrides, test top-1), as a sweep leaves them (GMACs and parameters per model)."""
+    for i, (overrides, top1) in enumerate(runs):
+        (sweep / str(i)).mkdir(parents=True)
+        results = {"overrides": overrides, "test/acc_top1": top1, "gmacs": 1.5, "params_m": 2.25}
+        (sweep / str(i) / "results.json").write_text(json.dumps(results))
+
+
+def test_report_averages_the_three_splits(tmp_path: Path) -> None:
+    """data.split=1,2,3 (UCF-101 and HMDB-51's standard report): one row, the mean ± sample std over the splits
+    and n; the runs follow in their own table."""
+    from vivit.report import write_report
+
+    common = {"experiment": "ucf101_finetune", "data.root": "/data/ucf101"}
+    write_results(tmp_path, *(({**common, "data.split": str(k)}, top1) for k, top1 in ((1, 0.8), (2, 0.9), (3, 0.7))))
+    md, png = write_report(tmp_path)
+    text = md.read_text()
+    assert "Mean ± standard deviation over data.split, n runs each:" in text
+    averaged, runs = text.split("## Runs")
+    table = [line for line in averaged.splitlines() if line.startswith("|")]
+    assert table[0] == "| n | top-1 | top-5 | GMACs | params (M) | clips/s |"
+    assert table[2] == "| 3 | 0.800 ± 0.100 | – | 1.5 | 2.25 | – |"  # the sample std of 0.8, 0.9, 0.7: 0.1
+    assert [line.split(" | ")[0] for line in runs.splitlines() if line.startswith("| ")] == ["| data.split"] + [
+        f"| {k}" for k in (1, 2, 3)
+    ]
+    assert png.stat().st_size > 0
+
+
+def test_report_averages_seeds_per_model_and_says_when_rows_are_not_separated(tmp_path: Path) -> None:
+    """seed=0,1 x models: one row per model with n; a single run's std is a dash; rows whose mean ± std intervals
+    overlap are marked and named in a footnote, a row apart from them is not."""
+    from vivit.report import aggregate, averaged_table, collect
+
+    models = {  # 0.55 ± 0.071 and 0.60 ± 0.028 overlap; 0.9 (one run) has no interval
+        "spatiotemporal": (0.50, 0.60),
+        "factorised_encoder": (0.58, 0.62),
+        "factorised_dot_product": (0.9,),
+    }
+    runs = [({"model": m, "seed": str(s)}, top1) for m, values in models.items() for s, top1 in enumerate(values)]
+    write_results(tmp_path, *runs)
+    axes, groups = aggregate(collect(tmp_path))
+    assert axes == ["model"] and [len(g["runs"]) for g in groups] == [1, 2, 2]
+    table = averaged_table(axes, groups).splitlines()
+    assert table[0] == "| model | n | top-1 | top-5 | GMACs | params (M) | clips/s |"
+    assert table[2:5] == [
+        "| factorised_dot_product | 1 | 0.900 ± – | – | 1.5 | 2.25 | – |",
+        "| factorised_encoder | 2 | 0.600 ± 0.028† | – | 1.5 | 2.25 | – |",
+        "| spatiotemporal | 2 | 0.550 ± 0.071† | – | 1.5 | 2.25 | – |",
+    ]
+    assert table[5:] == [
+        "",
+        "† not separated: the top-1 mean ± std of model=factorised_encoder and of model=spatiotemporal overlap.",
+    ]
+
+
+@pytest.mark.parametrize(("dataset", "classes", "epochs"), [("ucf101", 101, 20), ("hmdb51", 51, 30)])
+def test_finetune_recipe_composes_with_its_split_sweep(dataset: str, classes: int, epochs: int) -> None:
+    """experiment=<dataset>_finetune sweep=<dataset>_splits, as the README runs it: the network of the released
+    Kinetics-400 ViViT-B/16x2 (its config.json fits, all but the class count) with a new classifier, the paper's
+    optimiser, schedule and small-dataset regularisers, and one job per official split named without the paths."""
+    import torch
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.utils import instantiate
+
+    from vivit.models.init import HFViViTInit
+    from vivit.models.init.hf_vivit import hf_vivit_mismatches
+
+    overrides = [f"experiment={dataset}_finetune", f"sweep={dataset}_splits", "init.source=/models/vivit"]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("train", overrides=[*overrides, f"data.root=/data/{dataset}"], return_hydra_config=True)
+    choices = cfg.hydra.runtime.choices
+    assert (choices.data, choices.model, choices.backbone, choices.tokeniser) == (
+        dataset,
+        "spatiotemporal",
+        "b",
+        "tubelet",
+    )
+    assert (choices.optimizer, choices.scheduler, choices.regularisation) == ("sgd", "cosine_warmup", "epic_kitchens")
+    assert (cfg.data.num_classes, cfg.data.split, cfg.trainer.max_epochs) == (classes, 1, epochs)
+    assert cfg.hydra.sweeper.params == {"data.split": "1,2,3"}
+    assert {"data.root", "init.source"} <= set(cfg.hydra.job.config.override_dirname.exclude_keys)
+    assert cfg.model.optimizer.lr < 0.1 and cfg.regularisation.drop_path_rate > 0 and cfg.regularisation.mixup_alpha > 0
+
+    init = instantiate(cfg.init)
+    assert isinstance(init, HFViViTInit) and (init.source, init.classifier) == ("/models/vivit", "replace")
+    with torch.device("meta"):
+        net = instantiate(cfg.model.net)
+    released = {"id2label": {str(i): f"class {i}" for i in range(400)}}  # config.json: the rest at VivitConfig's
+    assert hf_vivit_mismatches(released, net, "replace") == []
+    assert hf_vivit_mismatches(released, net, "keep") == [
+        f"num_labels=400 needs data.num_classes=400, or init.classifier=replace to fine-tune a new classifier of "
+        f"data.num_classes outputs (the network has {classes})"
+    ]
+
+
+@pytest.mark.slow  # three fine-tuning jobs and the report, in subprocesses: about a minute on 2 cores
+def test_finetune_split_sweep_and_its_report_as_the_readme_runs_them(tmp_path: Path) -> None:
+    """The README's commands, on a tiny UCF-101 release (test_ucf_hmdb.py's fixture) and a tiny random
+    transformers ViViT with other classes: three jobs, one per official split, each loading every weight but the
+    classifier; then src/report.py gives one row, n = 3, and the runs."""
+    transformers = pytest.importorskip("transformers")
+    from test_ucf_hmdb import UCF_CLASSES, write_ucf101
+
+    write_ucf101(tmp_path / "ucf101")
+    config = transformers.VivitConfig(
+        image_size=32,
+        num_frames=4,
+        tubelet_size=[2, 16, 16],
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=128,
+        num_labels=7,
+    )  # hidden_act: gelu_fast, as released
+    transformers.VivitForVideoClassification(config).save_pretrained(tmp_path / "vivit")
+    classes = len(UCF_CLASSES)
+    small = ["trainer=cpu", "trainer.max_epochs=1", *TINY_NET, "data.num_frames=4", "data.crop_size=32"]
+    small += ["data.min_resize=null", "data.batch_size=2", "data.num_workers=0", "data.test_clips=1"]
+    small += ["data.test_crops=1", f"data.heads.label={classes}", f"data.num_classes={classes}"]
+    proc = run_script(
+        "train",
+        "experiment=ucf101_finetune",
+        "sweep=ucf101_splits",
+        f"init.source={tmp_path / 'vivit'}",
+        f"data.root={tmp_path / 'ucf101'}",
+        "paths.root_dir=.",
+        *small,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    sweep = tmp_path / "logs" / "train" / "sweeps" / "ucf101_splits"
+    jobs = [p.parent for p in sweep.glob("*/results.json")]
+    splits = [yaml.safe_load((job / ".hydra" / "config.yaml").read_text())["data"]["split"] for job in jobs]
+    assert sorted(splits) == [1, 2, 3]
+    for job in jobs:
+        report = json.loads((job / "init_report.json").read_text())
+        assert report["fresh"] == ["head.weight", "head.bias"]
+        assert report["unused"] == ["classifier.weight", "classifier.bias"]
+
+    proc = run_script("report", str(sweep), timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    averaged, runs = (sweep / "report.md").read_text().split("## Runs")
+    rows = [line for line in averaged.splitlines() if line.startswith("| ")]
+    assert len(rows) == 2 and rows[1].startswith("| 3 | ")  # the header, then one row of three splits
+    assert len([line for line in runs.splitlines() if line.startswith("| ")]) == 4

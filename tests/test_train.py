@@ -161,7 +161,9 @@ def test_a_run_prints_its_config_as_a_folded_tree(tmp_path: Path, caplog) -> Non
     assert [line[4:].split(":")[0] for line in tree[1:5]] == ["data", "model", "tokeniser", "backbone"]
     assert "├── model: spatiotemporal optimizer.lr=0.1" in tree
     assert "├── backbone: micro embed_dim=32 depth=1 num_heads=2 patch_size=16" in tree
-    assert tree[-1] == "└── task_name=train tags=[] seed=42 train=True test=True ckpt_path=None resume=None"
+    last = "task_name=train tags=[] seed=42 train=True test=True ckpt_path=None resume=None"
+    last += " optimized_metric=val/acc_top1"
+    assert tree[-1] == f"└── {last}"
     full = (tmp_path / "config_tree.log").read_text()
     assert "num_classes: 6" in full and "${" not in full  # resolved
 

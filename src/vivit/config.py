@@ -50,10 +50,17 @@ OmegaConf.register_new_resolver("project_root", project_root, replace=True)
 # A few random characters that tell apart the run directories of runs started in the same second (two
 # terminals, a job array); cached, so that every use in one config gives the same.
 OmegaConf.register_new_resolver("unique", lambda: secrets.token_hex(3), use_cache=True, replace=True)
-# A resumed run's .hydra/ keeps the run's own record: the resuming command's goes to a subdirectory.
-OmegaConf.register_new_resolver(
-    "record_dir", lambda resume, stamp: f".hydra/resumed/{stamp}" if resume else ".hydra", replace=True
-)
+
+
+def record_dir(resume: str | None, stamp: str, output_dir: str | None) -> str:
+    """Where Hydra writes a run's record (``hydra.output_subdir``): ``.hydra``, unless the run directory has one
+    already (``resume=``, a sweep's job run again, ``hydra.run.dir`` of a finished run): the record stays the
+    run's own, and this command's goes to ``.hydra/resumed/<stamp>``."""
+    again = resume or (output_dir and (Path(output_dir) / ".hydra" / "config.yaml").is_file())
+    return f".hydra/resumed/{stamp}" if again else ".hydra"
+
+
+OmegaConf.register_new_resolver("record_dir", record_dir, replace=True)
 # ${or_else:value,default}: the value unless it is null or empty. oc.select alone falls back only when a
 # key is absent, and train.yaml's resume is present and null (conf/hydra/default.yaml's run directory).
 OmegaConf.register_new_resolver(
@@ -197,8 +204,13 @@ def suggest(key: str, keys: set[str]) -> list[str]:
     return endings or near_keys(key, keys) or difflib.get_close_matches(key, keys, n=3, cutoff=0.8)
 
 
-# Keys that take a boolean or a word, which a schema cannot type (OmegaConf 2.3 has no unions): key -> the values.
-CHOICES = {"trainer.deterministic": [True, False, "warn"]}  # Lightning takes any other text silently
+# Keys that take a boolean or a word, which a schema cannot type (OmegaConf 2.3 has no unions), or only a few
+# values: key -> the values.
+CHOICES = {
+    "trainer.deterministic": [True, False, "warn"],  # Lightning takes any other text silently
+    "data.split": [1, 2, 3],  # data=ucf101, hmdb51: the official splits (vivit.data.official_splits)
+    "init.classifier": ["keep", "replace"],  # init=hf_vivit, scenic_vivit (vivit.models.init.common)
+}
 
 
 def check_choices(cfg: DictConfig) -> None:

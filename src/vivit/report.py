@@ -6,12 +6,18 @@ and forward GMACs (``gmacs``: 10^9 multiply-accumulates per clip, the unit of th
 training throughput. :func:`collect` reads them back from a sweep directory (files written before the key was
 renamed hold it as ``gflops``); ``python src/report.py <sweep dir>`` writes ``report.md`` and ``report.png``
 beside them.
+
+Runs that differ only in an averaged axis (:data:`AVERAGED`: the official split of UCF-101 and HMDB-51, whose
+standard report is the mean over the three; the seed) repeat one configuration: :func:`aggregate` makes them one
+row, each column their mean ± sample standard deviation with n, and the plot shows it as an error bar. Rows whose
+top-1 mean ± std intervals overlap are marked as not separated. The runs themselves follow in a second table.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +26,17 @@ from torch import nn
 
 from vivit.models import count_macs, count_params
 
-__all__ = ["RESULTS_FILE", "collect", "markdown_table", "plot", "save_results", "write_report"]
+__all__ = [
+    "AVERAGED",
+    "RESULTS_FILE",
+    "aggregate",
+    "averaged_table",
+    "collect",
+    "markdown_table",
+    "plot",
+    "save_results",
+    "write_report",
+]
 
 RESULTS_FILE = "results.json"
 COLUMNS = {  # column -> (results key, format)
@@ -30,6 +46,9 @@ COLUMNS = {  # column -> (results key, format)
     "params (M)": ("params_m", "{:.2f}"),
     "clips/s": ("train/clips_per_s", "{:.1f}"),
 }
+CONFIGURATION = ("GMACs", "params (M)")  # columns that repeats share: averaged, shown without a std of 0
+AVERAGED = ("data.split", "seed")  # axes whose runs repeat one configuration: reported as mean ± std over them
+NOT_SEPARATED = "†"  # marks a top-1 whose mean ± std interval overlaps another row's
 
 
 def save_results(
@@ -76,35 +95,99 @@ def varying_axes(rows: list[dict]) -> list[str]:
     return [k for k in keys if len({str(r.get("overrides", {}).get(k)) for r in rows}) > 1]
 
 
-def markdown_table(rows: list[dict]) -> str:
-    axes = varying_axes(rows) or ["run"]
-    header = [*axes, *COLUMNS]
+def markdown(header: list[str], body: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in body]) + "\n"
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """One row per run: its axes and every column."""
+    axes = varying_axes(rows) or ["run"]
+    body = []
     for row in rows:
         cells = [str(row.get("overrides", {}).get(a, row.get(a, ""))) for a in axes]
-        for key, fmt in COLUMNS.values():
-            value = row.get(key)
-            cells.append("–" if value is None else fmt.format(value))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        body.append(cells + ["–" if row.get(key) is None else fmt.format(row[key]) for key, fmt in COLUMNS.values()])
+    return markdown([*axes, *COLUMNS], body)
 
 
-def plot(rows: list[dict], path: Path) -> None:
-    """Top-1 against GMACs, one point per run, labelled by its axes."""
+def aggregate(rows: list[dict], averaged: Sequence[str] = AVERAGED) -> tuple[list[str], list[dict]]:
+    """The axes that stay (the varying ones not in ``averaged``), and one group per value of them, in the order
+    of ``rows``: its ``overrides`` (those axes), its ``runs`` and, for each results key of :data:`COLUMNS` (and
+    ``val/acc_top1``, which the plot falls back on), ``stats[key] = (mean, sample std or None for one, n)``
+    over the runs that hold it."""
+    axes = [a for a in varying_axes(rows) if a not in averaged]
+    groups: dict[tuple[str, ...], list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(str(row.get("overrides", {}).get(a, "")) for a in axes), []).append(row)
+    out = []
+    for values, runs in groups.items():
+        stats = {}
+        for key in [key for key, _ in COLUMNS.values()] + ["val/acc_top1"]:
+            if found := [run[key] for run in runs if run.get(key) is not None]:
+                stats[key] = (statistics.fmean(found), statistics.stdev(found) if len(found) > 1 else None, len(found))
+        out.append({"overrides": dict(zip(axes, values, strict=True)), "runs": runs, "stats": stats})
+    return axes, out
+
+
+def not_separated(groups: list[dict], key: str = COLUMNS["top-1"][0]) -> list[tuple[int, int]]:
+    """The pairs of groups (indices) whose ``key`` mean ± std intervals overlap, among those with a std (n ≥ 2)."""
+    spans = {}
+    for i, group in enumerate(groups):
+        mean, std, _ = group["stats"].get(key, (None, None, 0))
+        if std is not None:
+            spans[i] = (mean - std, mean + std)
+    return [(i, j) for i in spans for j in spans if i < j and spans[i][0] <= spans[j][1] and spans[j][0] <= spans[i][1]]
+
+
+def label(group: dict) -> str:
+    return ", ".join(f"{axis}={value}" for axis, value in group["overrides"].items()) or "all runs"
+
+
+def averaged_table(axes: list[str], groups: list[dict]) -> str:
+    """One row per group (:func:`aggregate`): its axes, n (its runs), and each column as mean ± std (– for one
+    run; GMACs and parameters, the same for every run, as the value), with "(n=k)" where only k of its runs hold
+    the column; overlapping top-1s marked, with a footnote."""
+    pairs = not_separated(groups)
+    marked = {i for pair in pairs for i in pair}
+    body = []
+    for i, group in enumerate(groups):
+        cells = [*group["overrides"].values(), str(len(group["runs"]))]
+        for name, (key, fmt) in COLUMNS.items():
+            if key not in group["stats"]:
+                cells.append("–")
+                continue
+            mean, std, n = group["stats"][key]
+            cell = fmt.format(mean)
+            if not (name in CONFIGURATION and not std):
+                cell += f" ± {'–' if std is None else fmt.format(std)}"
+            cell += f" (n={n})" if n < len(group["runs"]) else ""
+            cells.append(cell + (NOT_SEPARATED if name == "top-1" and i in marked else ""))
+        body.append(cells)
+    notes = [
+        f"{NOT_SEPARATED} not separated: the top-1 mean ± std of {label(groups[i])} and of {label(groups[j])} overlap."
+        for i, j in pairs
+    ]
+    return markdown([*axes, "n", *COLUMNS], body) + "".join(f"\n{note}\n" for note in notes)
+
+
+def plot(groups: list[dict], path: Path) -> None:
+    """Top-1 against GMACs, one point per group (:func:`aggregate`), its std as an error bar, labelled by its
+    axes (and n)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    axes = varying_axes(rows)
     fig, ax = plt.subplots(figsize=(6, 4))
-    for row in rows:
-        x, y = row.get("gmacs"), row.get("test/acc_top1", row.get("val/acc_top1"))
+    for group in groups:
+        x, y = group["stats"].get("gmacs"), group["stats"].get("test/acc_top1", group["stats"].get("val/acc_top1"))
         if x is None or y is None:
             continue
-        ax.scatter(x, y)
-        label = ", ".join(str(row.get("overrides", {}).get(a)) for a in axes) or row["run"]
-        ax.annotate(label, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        ax.errorbar(x[0], y[0], yerr=y[1], fmt="o", capsize=3)
+        runs = group["runs"]
+        text = ", ".join(group["overrides"].values()) or (runs[0]["run"] if len(runs) == 1 else "")
+        text += f" (n={y[2]})" if y[2] > 1 else ""
+        ax.annotate(text.strip(), (x[0], y[0]), fontsize=7, xytext=(4, 4), textcoords="offset points")
     ax.set(xlabel="GMACs per clip (the paper's GFLOPs)", ylabel="top-1")
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -113,10 +196,17 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def write_report(sweep_dir: Path) -> tuple[Path, Path]:
+    """``report.md``: with an averaged axis (:data:`AVERAGED`) among the sweep's, the averaged table, then the
+    runs; else the runs. ``report.png``: the plot."""
     rows = collect(sweep_dir)
     if not rows:
         raise FileNotFoundError(f"no {RESULTS_FILE} under {sweep_dir}: no run of this sweep has finished")
     md, png = Path(sweep_dir) / "report.md", Path(sweep_dir) / "report.png"
-    md.write_text(f"# Sweep {Path(sweep_dir).resolve().name}: {len(rows)} runs\n\n" + markdown_table(rows))
-    plot(rows, png)
+    text = f"# Sweep {Path(sweep_dir).resolve().name}: {len(rows)} runs\n\n"
+    axes, groups = aggregate(rows)
+    if averaged := [a for a in varying_axes(rows) if a in AVERAGED]:
+        text += f"Mean ± standard deviation over {' and '.join(averaged)}, n runs each:\n\n"
+        text += averaged_table(axes, groups) + "\n## Runs\n\n"
+    md.write_text(text + markdown_table(rows))
+    plot(groups, png)
     return md, png

@@ -67,10 +67,21 @@ class MovingDigitsSchema(DataSchema):
     generate: GenerateSchema | None = MISSING  # null: the videos are there already
 
 
+@dataclass
+class OfficialSplitsSchema(DataSchema):
+    """data=ucf101, data=hmdb51 (vivit.data.OfficialSplitsDataModule): datasets released with three splits."""
+
+    split: int = MISSING  # the official split: 1, 2 or 3
+
+
 # src/eval.py's data node: every data key, null (the checkpoint's value) unless the command sets it.
 EvalDataSchema = make_dataclass(
     "EvalDataSchema",
-    [(f.name, f.type | None, None) for f in fields(MovingDigitsSchema) if not f.name.startswith("_")],
+    [
+        (f.name, f.type | None, None)
+        for f in {f.name: f for s in (MovingDigitsSchema, OfficialSplitsSchema) for f in fields(s)}.values()
+        if not f.name.startswith("_")
+    ],
 )
 
 
@@ -91,6 +102,61 @@ class BackboneSchema:
     num_heads: int = MISSING
     mlp_ratio: float = MISSING
     patch_size: int = MISSING
+
+
+@dataclass
+class TokeniserSchema:
+    """conf/tokeniser/*.yaml (``model.net.tokeniser``)."""
+
+    _target_: str = MISSING
+    embed_dim: int = MISSING
+    video_size: list[int] = MISSING  # (T, H, W)
+    patch_size: list[int] = MISSING  # (pt, ph, pw)
+
+
+@dataclass
+class NetSchema:
+    """conf/_classifier.yaml's ``net``, the keys every variant has: Models 3 and 4 (vivit.models' arguments)."""
+
+    _target_: str = MISSING
+    num_classes: Any = MISSING  # data.num_classes: a number, or auto until the dataset is read
+    embed_dim: int = MISSING
+    depth: int = MISSING
+    num_heads: int = MISSING
+    mlp_ratio: float = MISSING
+    drop_path_rate: float = MISSING
+    activation_checkpointing: bool = MISSING
+    pool: str = MISSING
+    tokeniser: TokeniserSchema = MISSING
+
+
+@dataclass
+class SpatioTemporalNetSchema(NetSchema):
+    gelu: str = MISSING
+
+
+@dataclass
+class FactorisedEncoderNetSchema(SpatioTemporalNetSchema):
+    temporal_depth: int = MISSING
+    temporal_pos_std: float = MISSING
+
+
+@dataclass
+class ClassifierSchema:
+    """conf/_classifier.yaml and every model=... option (vivit.training.VideoClassifier's arguments); a variant
+    with more ``net`` keys than Models 3 and 4 names its net schema too (``- /_factorised_encoder_schema@net``)."""
+
+    _target_: str = MISSING
+    heads: Any = MISSING  # data.heads
+    compile: bool = MISSING
+    attention_backends: list[str] | None = MISSING
+    view_average: str = MISSING
+    label_smoothing: float = MISSING
+    mixup_alpha: float = MISSING
+    cutmix_alpha: float = MISSING
+    net: NetSchema = MISSING
+    optimizer: Any = MISSING  # optimizer=... and scheduler=..., with their own schemas
+    scheduler: Any = MISSING
 
 
 @dataclass
@@ -160,6 +226,7 @@ class TrainSchema:
     test: bool = MISSING
     ckpt_path: str | None = MISSING
     resume: str | None = MISSING
+    optimized_metric: str = MISSING
     data: Any = MISSING
     model: Any = MISSING
     backbone: Any = MISSING
@@ -250,8 +317,12 @@ class PrepareDataSchema:
 SCHEMAS = {
     "_data_schema": DataSchema,
     "_moving_digits_schema": MovingDigitsSchema,
+    "_official_splits_schema": OfficialSplitsSchema,
     "_regularisation_schema": RegularisationSchema,
     "_backbone_schema": BackboneSchema,
+    "_classifier_schema": ClassifierSchema,
+    "_spatiotemporal_schema": SpatioTemporalNetSchema,
+    "_factorised_encoder_schema": FactorisedEncoderNetSchema,
     "_adamw_schema": AdamWSchema,
     "_sgd_schema": SGDSchema,
     "_scheduler_schema": SchedulerSchema,

@@ -6,6 +6,7 @@ Every error names the file (and the row or key) that caused it.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 import sys
@@ -128,7 +129,8 @@ def layout_error(problem: str, reader: Callable, root: str | Path) -> FileNotFou
     Torch-free: src/train.py answers a root that holds no dataset before its imports (vivit.config)."""
     from hydra.core.hydra_config import HydraConfig
 
-    reader = getattr(reader, "func", reader)  # a functools.partial from the config
+    while isinstance(reader, functools.partial):  # from the config (and OfficialSplitsDataModule's, data.split)
+        reader = reader.func
     layout = getattr(sys.modules.get(getattr(reader, "__module__", ""), None), "LAYOUT", None)
     expected = f". Expected under data.root: {layout}" if layout else ""
     hydra = HydraConfig.get() if HydraConfig.initialized() else None

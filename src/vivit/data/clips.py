@@ -29,13 +29,12 @@ class Batch(TypedDict, total=False):
     label: Tensor  # (B,) int64 with one head; (B, len(heads)) int64, columns in heads order, otherwise
     index: Tensor  # (B,) int64 position of the record in its split (after any training replacement)
     view: Tensor  # (B,) int64 test view of the record: clip view // crops, crop view % crops; 0 otherwise
-    bad_videos: Tensor  # () int64 videos that failed to decode: replaced (training) or left out (evaluation)
-    bad_files: list[str]  # their paths
+    bad_files: list[str]  # videos that failed to decode: replaced (training) or left out (evaluation)
 
 
 def collate_clips(items: list[dict]) -> Batch:
     """``default_collate`` of the clips, plus the videos that failed to decode on the way (each item's
-    ``bad`` paths) as ``bad_videos`` and ``bad_files``, and the clips' photometric draws as a list (on the
+    ``bad`` paths) as ``bad_files``, and the clips' photometric draws as a list (on the
     device path). An item with no clip (an evaluation video that failed, with ``data.skip_bad_eval_videos``)
     is left out; a batch of only such items has just an empty ``label``."""
     bad = [path for item in items for path in item.pop("bad")]
@@ -44,7 +43,7 @@ def collate_clips(items: list[dict]) -> Batch:
     batch = default_collate(clips) if clips else {"label": torch.empty(0, dtype=torch.int64)}
     if photometric:
         batch["photometric"] = photometric
-    return {**batch, "bad_videos": torch.tensor(len(bad)), "bad_files": bad}
+    return {**batch, "bad_files": bad}
 
 
 class VideoClipDataset(Dataset):

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import torch
 from lightning import LightningDataModule
-from torch import Tensor
 from torch.utils.data import DataLoader
 
 from vivit.data.annotations import UnlabelledSplitError, layout_error
@@ -50,6 +49,10 @@ class VideoDataModule(LightningDataModule):
     transfer, in :meth:`on_after_batch_transfer`: a quarter of the bytes to copy, uint8, and no worker time) or
     ``auto``: ``device`` when the trainer runs on an accelerator, ``loader`` otherwise. The random draws are made
     in the workers either way, so both give the same batches.
+
+    A video that fails to decode is replaced by another in training (and, with ``skip_bad_eval_videos``, left out
+    in evaluation) and named in its batch; the model's :class:`~vivit.training.bad_videos.BadVideos` callback keeps
+    the account, and stops training once more than ``max_bad_videos`` of the training videos have failed.
 
     Validation takes one view of each video: the centre clip, centre crop. Testing takes
     ``test_clips`` evenly spaced clips x ``test_crops`` spatial crops (1: centre; 3: left/centre/right,
@@ -156,7 +159,6 @@ class VideoDataModule(LightningDataModule):
         )  # training only
         self.photometric = Photometric(colour_jitter_prob, randaugment_layers, randaugment_magnitude)
         self.max_bad_videos, self.skip_bad_eval_videos = max_bad_videos, skip_bad_eval_videos
-        self.bad_files: dict[str, set[str]] = {}  # split -> videos that failed to decode so far in the run
         self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
         self.batch_size, self.num_workers = batch_size, num_workers
         self.test_clips, self.test_crops = test_clips, test_crops
@@ -303,15 +305,6 @@ class VideoDataModule(LightningDataModule):
             collate_fn=collate_clips,
         )
 
-    def on_before_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
-        """Keeps count of the videos that failed to decode (the workers only log them) and stops training,
-        naming them, once more than ``max_bad_videos`` of the training videos have failed."""
-        if batch["bad_files"]:
-            trainer = self.trainer
-            split = "train" if trainer.training else "test" if trainer.testing or trainer.predicting else "val"
-            self.report_bad_videos(split, batch["bad_files"])
-        return batch
-
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
         """On the device path, the photometric ops and normalisation of the batch's uint8 clips, where they now are."""
         if batch.get("video") is not None and batch["video"].dtype == torch.uint8:
@@ -319,52 +312,12 @@ class VideoDataModule(LightningDataModule):
             batch["video"] = finish_clips(batch["video"], params, self.photometric, self.mean, self.std)
         return batch
 
-    def bad_video_marks(self, split: str) -> Tensor:
-        """(N,) float: 1 for each of the split's N distinct videos (sorted by path) that has failed to decode
-        in this process so far in the run, else 0. The classifier takes the maximum over processes."""
-        bad = self.bad_files.get(split, set())
-        return torch.tensor([float(video in bad) for video in self.videos(split)])
-
     def videos(self, split: str) -> list[str]:
-        """The distinct video files of ``split``, sorted (set up first; listed once)."""
+        """The distinct video files of ``split``, sorted (set up first; listed once): what
+        :class:`vivit.training.bad_videos.BadVideos` counts failures against."""
         if split not in self._videos:
             self._videos[split] = sorted({str(record.path) for record in self.datasets[split].records})
         return self._videos[split]
-
-    def state_dict(self) -> dict[str, dict[str, list[str]]]:
-        """The bad videos so far, so that a resumed run goes on counting (and limiting) them."""
-        return {"bad_files": {split: sorted(files) for split, files in self.bad_files.items()}}
-
-    def load_state_dict(self, state: dict[str, dict[str, list[str]]]) -> None:
-        self.bad_files = {split: set(files) for split, files in state.get("bad_files", {}).items()}
-
-    def report_bad_videos(self, split: str, files: Sequence[str]) -> None:
-        """Adds ``files`` (videos of ``split`` that failed to decode) to the count, logs it, and raises when
-        more than the fraction ``max_bad_videos`` of the distinct training videos have failed."""
-        bad = self.bad_files.setdefault(split, set())
-        new = sorted(set(files) - bad)
-        if not new:
-            return
-        bad.update(new)
-        videos = len(self.videos(split))
-        if split == "train":
-            log.warning("train: %d of %d videos failed to decode so far (new: %s)", len(bad), videos, ", ".join(new))
-            if len(bad) > self.max_bad_videos * videos:
-                names = sorted(bad)
-                more = f" and {len(names) - 20} more" if len(names) > 20 else ""
-                raise RuntimeError(
-                    f"{len(bad)} of the {videos} training videos failed to decode, more than "
-                    f"data.max_bad_videos={self.max_bad_videos}: {', '.join(names[:20])}{more}"
-                )
-        else:
-            log.warning(
-                "%s: %d of %d videos failed to decode and are left out, %d evaluated (new: %s)",
-                split,
-                len(bad),
-                videos,
-                videos - len(bad),
-                ", ".join(new),
-            )
 
     def train_dataloader(self) -> DataLoader:
         # Its order and random draws follow (seed, epoch, clip): exact mid-epoch resume, any device count.

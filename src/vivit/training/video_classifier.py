@@ -15,15 +15,17 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 from lightning import LightningModule
+from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
-from torchmetrics import MeanMetric, Metric, MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from vivit.models.layers import attention_priority
+from vivit.training.bad_videos import BadVideos
 
 __all__ = ["VideoClassifier", "fused_optimizer", "param_groups"]
 
@@ -70,22 +72,6 @@ class VideoViews:
     views: set[int] = field(default_factory=set)
 
 
-class MarkedCount(Metric):
-    """How many of N items are marked in any process: the sum of the element-wise maximum of (N,) marks."""
-
-    full_state_update = False
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.add_state("marks", torch.zeros(0), dist_reduce_fx="max")
-
-    def update(self, marks: Tensor) -> None:
-        self.marks = marks if self.marks.shape != marks.shape else torch.maximum(self.marks, marks)
-
-    def compute(self) -> Tensor:
-        return self.marks.sum()
-
-
 class VideoClassifier(LightningModule):
     """Video classification with one or more label sets ("heads") on a single network.
 
@@ -102,9 +88,8 @@ class VideoClassifier(LightningModule):
     each view once, as ``VideoDataModule``'s test loader gives them; a repeated view is an error.
     ``test/videos`` and ``test/views`` count what was scored.
 
-    With a ``VideoDataModule``, ``<stage>/bad_videos`` (train, val, test) is logged at the end of each
-    epoch: the number of distinct videos of the stage that have failed to decode so far in the run (replaced
-    in training, left out in evaluation), over all processes and across a resume.
+    Videos that fail to decode are counted, limited and logged (``<stage>/bad_videos``) by its
+    :class:`~vivit.training.bad_videos.BadVideos` callback, which :meth:`configure_callbacks` adds to every trainer.
 
     Args:
         net: a ViViT variant, (B, C, T, H, W) -> (B, K).
@@ -175,7 +160,7 @@ class VideoClassifier(LightningModule):
         # One metric set and one mean loss per stage ("train" itself is taken by nn.Module.train).
         self.train_metrics, self.val_metrics, self.test_metrics = (self.make_metrics() for _ in range(3))
         self.train_loss, self.val_loss, self.test_loss = (MeanMetric() for _ in range(3))
-        self.train_bad_videos, self.val_bad_videos, self.test_bad_videos = (MarkedCount() for _ in range(3))
+        self.bad_videos = BadVideos()  # one account for the run: fit, then test, on any trainer
 
     def make_metrics(self) -> MetricCollection:
         metrics: dict[str, nn.Module] = {}
@@ -204,19 +189,6 @@ class VideoClassifier(LightningModule):
     def has_clips(batch: Mapping[str, Tensor]) -> bool:
         """False when every clip of the batch was left out (evaluation videos that failed to decode)."""
         return len(batch["label"]) > 0
-
-    def log_bad_videos(self, stage: str) -> None:
-        """Logs ``<stage>/bad_videos``: the distinct videos of the stage that have failed to decode so far in
-        the run, in any process (see the class docstring). The processes' marks are merged when Lightning
-        syncs the metric, in the order it syncs the others: no collective of its own in an epoch-end hook."""
-        try:
-            datamodule = self.trainer.datamodule
-        except RuntimeError:  # not attached to a Trainer (the hook called directly)
-            return
-        if hasattr(datamodule, "bad_video_marks"):
-            metric = getattr(self, f"{stage}_bad_videos")
-            metric.update(datamodule.bad_video_marks(stage).to(self.device))
-            self.log(f"{stage}/bad_videos", metric, on_step=False, on_epoch=True, batch_size=1)  # a count, not a mean
 
     def mix_batch(self, video: Tensor, label: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Mixup/CutMix of a training batch: the mixed (B, C, T, H, W) clips and each head's (B, K_h) targets."""
@@ -283,14 +255,8 @@ class VideoClassifier(LightningModule):
         video, targets = self.mix_batch(batch["video"], batch["label"])
         return self.score(self(video), batch["label"], "train", targets)  # accuracy: against the unmixed labels
 
-    def on_train_epoch_end(self) -> None:
-        self.log_bad_videos("train")
-
     def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
         self.step(batch, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        self.log_bad_videos("val")
 
     def view_scores(self, logits: Tensor) -> Tensor:
         """(V, K) logits of test views -> what a video's views average: the logits themselves, or each head's
@@ -339,7 +305,9 @@ class VideoClassifier(LightningModule):
         self.score(self.video_logits(scores), labels, "test")
         self.log("test/videos", float(len(videos)), reduce_fx="sum", sync_dist=True, batch_size=1)
         self.log("test/views", float(counts.sum()), reduce_fx="sum", sync_dist=True, batch_size=1)
-        self.log_bad_videos("test")
+
+    def configure_callbacks(self) -> list[Callback]:
+        return [self.bad_videos]
 
     def configure_optimizers(self):
         optimizer = fused_optimizer(self.optimizer_factory, self.device)(param_groups(self.net))

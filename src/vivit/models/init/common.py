@@ -1,19 +1,36 @@
-"""What every init source shares: the report, the error, the pixel normalisation of Google's weights, and
-reading a state dict of tensors from a file or a transformers model directory."""
+"""What every init source shares: the report, the error, the pixel normalisation of Google's weights, reading a
+state dict of tensors from a file or a transformers model directory, the choice between a released video model's
+classifier and a new one (``init.classifier``), and loading what a source adapted."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-__all__ = ["ZERO_CENTRED", "InitError", "InitReport", "read_tensors"]
+__all__ = [
+    "CLASSIFIER",
+    "REPLACE_HINT",
+    "ZERO_CENTRED",
+    "ClassifierInit",
+    "InitError",
+    "InitReport",
+    "check_classifier",
+    "load",
+    "read_tensors",
+]
 
 ZERO_CENTRED = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # x/127.5 - 1: Google ViT and ViViT weights
 TRANSFORMERS_WEIGHTS = ("model.safetensors", "pytorch_model.bin")  # what a transformers model directory holds
+CLASSIFIER = ("head.weight", "head.bias")  # every variant's classifier, VideoTransformer.head
+# A released video model's classifier: keep it (same classes; loaded strictly), or replace it (fine-tuning on other
+# classes: the network's own, freshly initialised head of data.num_classes outputs; the checkpoint's is unused).
+ClassifierInit = Literal["keep", "replace"]
+REPLACE_HINT = "or init.classifier=replace to fine-tune a new classifier of data.num_classes outputs"
 
 
 class InitError(ValueError):
@@ -45,6 +62,23 @@ class InitReport:
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=2))
+
+
+def check_classifier(classifier: str) -> ClassifierInit:
+    """``init.classifier``, checked when the init is built (before the data and the network)."""
+    if classifier not in ("keep", "replace"):
+        raise InitError(
+            f"init.classifier={classifier!r}: expected keep (the checkpoint's classifier, same classes) or "
+            "replace (a new classifier of data.num_classes outputs)"
+        )
+    return classifier
+
+
+def load(net: nn.Module, state: dict[str, Tensor], report: InitReport) -> None:
+    """Loads an adapted ``state`` into ``net``: every key but the report's ``fresh`` ones, which keep the
+    network's own initialisation (the adapter checked the keys and shapes)."""
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    assert not unexpected and set(missing) == set(report.fresh), (missing, unexpected)
 
 
 def read_tensors(source: str | Path) -> tuple[dict[str, Tensor], Path]:

@@ -1,6 +1,7 @@
 """transformers checkpoints: ViT and ViViT key names (shared by both) to timm's, and ``HFViViTInit``, which loads a
-released transformers ViViT (google/vivit-b-16x2-kinetics400 format) into Model 1, classifier included, with every
-config.json field that changes the numbers (``HF_VIVIT_CONFIG``) checked against the network."""
+released transformers ViViT (google/vivit-b-16x2-kinetics400 format) into Model 1, with every config.json field
+that changes the numbers (``HF_VIVIT_CONFIG``) checked against the network; its classifier too
+(``classifier="keep"``), or a new one for other classes (``"replace"``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from vivit.models.init import common
 from vivit.models.init.common import ZERO_CENTRED, InitError, InitReport, read_tensors
 from vivit.models.vivit import SpatioTemporal, VideoTransformer
 
@@ -61,18 +63,23 @@ HF_VIVIT_AS = {  # config.json's value -> the setting's; None: no setting reprod
 }
 
 
-def hf_vivit_mismatches(config: Mapping, net: VideoTransformer) -> list[str]:
+def hf_vivit_mismatches(
+    config: Mapping, net: VideoTransformer, classifier: common.ClassifierInit = "keep"
+) -> list[str]:
     """The fields of a transformers ViViT config.json (absent ones at transformers' defaults) that the
-    network does not reproduce, each naming the setting to change."""
+    network does not reproduce, each naming the setting to change; the class count only with the classifier kept."""
     values = {name: config.get(name, default) for name, (default, _, _) in HF_VIVIT_CONFIG.items()}
     if "id2label" in config:  # transformers writes the class names; num_labels is their count
         values["num_labels"] = len(config["id2label"])
     mismatches = []
     for name, (_, key, ours) in HF_VIVIT_CONFIG.items():
+        if name == "num_labels" and classifier == "replace":
+            continue
         value, have = values[name], ours(net)
         wanted = HF_VIVIT_AS[name](value, values) if name in HF_VIVIT_AS else value
         if wanted != have:
             how = f"needs {key}={wanted!r}" if key and wanted is not None else "cannot be reproduced here"
+            how += f", {common.REPLACE_HINT}" if name == "num_labels" else ""
             mismatches.append(f"{name}={value!r} {how} (the network has {have!r})")
     return mismatches
 
@@ -109,31 +116,40 @@ def transformers_to_timm(hf: Mapping[str, Tensor], source: str = "checkpoint") -
 
 
 def adapt_hf_vivit(
-    vivit: Mapping[str, Tensor], net: VideoTransformer, source: str = "ViViT checkpoint", config: Mapping | None = None
+    vivit: Mapping[str, Tensor],
+    net: VideoTransformer,
+    source: str = "ViViT checkpoint",
+    config: Mapping | None = None,
+    classifier: common.ClassifierInit = "keep",
 ) -> tuple[dict[str, Tensor], InitReport]:
-    """A transformers ViViT state dict, in timm key names (``transformers_to_timm``) -> Model 1's keys,
-    classifier included; every key must match, and every field of its ``config`` (config.json) that
-    changes the numbers (``HF_VIVIT_CONFIG``)."""
+    """A transformers ViViT state dict, in timm key names (``transformers_to_timm``) -> Model 1's keys; every key
+    must match, and every field of its ``config`` (config.json) that changes the numbers (``HF_VIVIT_CONFIG``).
+    ``classifier="replace"`` leaves the network's own classifier (``report.fresh``) and the checkpoint's unused."""
     if not isinstance(net, SpatioTemporal) or net.pool != "cls":
         raise InitError(
             f"{source}: a transformers ViViT checkpoint is Model 1 with a CLS token: "
             "use model=spatiotemporal with model.net.pool=cls"
         )
-    mismatches = hf_vivit_mismatches(config, net) if config is not None else []
+    mismatches = hf_vivit_mismatches(config, net, classifier) if config is not None else []
     if mismatches:
         raise InitError(f"{source}/config.json does not fit the network: {'; '.join(mismatches)}")
     state = {k.replace("patch_embed.proj", "tokeniser.proj"): v for k, v in vivit.items()}
+    fresh = list(common.CLASSIFIER) if classifier == "replace" else []
+    hf_names = {ours: theirs for theirs, ours in HF_KEYS.items()}
+    unused = [hf_names[k] for k in fresh if state.pop(k, None) is not None]  # as named in the checkpoint
     target = net.state_dict()
-    missing, unexpected = sorted(set(target) - set(state)), sorted(set(state) - set(target))
+    missing, unexpected = sorted(set(target) - set(state) - set(fresh)), sorted(set(state) - set(target))
     if missing or unexpected:
         raise InitError(f"{source}: does not fit the network: missing {missing[:10]}, unexpected {unexpected[:10]}")
     for key, value in state.items():
         if value.shape != target[key].shape:
+            hint = f": set data.num_classes={len(value)}, {common.REPLACE_HINT}" if key in common.CLASSIFIER else ""
             raise InitError(
-                f"{source}: {key!r} has shape {tuple(value.shape)}, the network needs {tuple(target[key].shape)}"
+                f"{source}: {key!r} has shape {tuple(value.shape)}, the network needs {tuple(target[key].shape)}{hint}"
             )
     qkv = {k: "query, key and value concatenated" for k in state if ".attn.qkv." in k}
-    return state, InitReport(source=source, copied=sorted(set(state) - set(qkv)), transformed=qkv)
+    copied = sorted(set(state) - set(qkv))
+    return state, InitReport(source=source, copied=copied, transformed=qkv, fresh=fresh, unused=unused)
 
 
 class HFViViTInit:
@@ -141,13 +157,15 @@ class HFViViTInit:
 
     Every config.json field that changes the numbers (HF_VIVIT_CONFIG: sizes, tubelet, frames, classes,
     activation, qkv bias, LayerNorm eps) must match the network, or loading is refused naming the field and
-    the setting to change. ``labels`` holds the class names after loading.
+    the setting to change. ``classifier="replace"`` keeps the network's new classifier instead of the
+    checkpoint's, whatever its class count. ``labels`` holds the class names after loading (with a replaced
+    classifier, the class indices).
     """
 
     normalisation = ZERO_CENTRED  # ViViT's pixels are x/127.5 - 1
 
-    def __init__(self, source: str) -> None:
-        self.source = source
+    def __init__(self, source: str, classifier: common.ClassifierInit = "keep") -> None:
+        self.source, self.classifier = source, common.check_classifier(classifier)
         self.labels: list[str] = []
 
     def __call__(self, net: VideoTransformer) -> InitReport:
@@ -158,9 +176,9 @@ class HFViViTInit:
         config = json.loads(config_path.read_text())
         state, path = read_tensors(root)
         vivit = transformers_to_timm(state, str(path))
-        state, report = adapt_hf_vivit(vivit, net, source=str(root), config=config)
-        net.load_state_dict(state, strict=True)
+        state, report = adapt_hf_vivit(vivit, net, source=str(root), config=config, classifier=self.classifier)
+        common.load(net, state, report)
         report.mean, report.std = self.normalisation
-        id2label = config.get("id2label") or {}
+        id2label = (config.get("id2label") if self.classifier == "keep" else None) or {}
         self.labels = [id2label.get(str(i), str(i)) for i in range(net.num_classes)]
         return report

@@ -33,7 +33,7 @@ import torch
 from timm.layers import resample_abs_pos_embed
 from torch import Tensor
 
-from vivit.models.init.common import ZERO_CENTRED, InitError, InitReport, read_tensors
+from vivit.models.init.common import ZERO_CENTRED, InitError, InitReport, load, read_tensors
 from vivit.models.init.hf_vivit import is_transformers_vit, transformers_to_timm
 from vivit.models.init.scenic_vivit import is_flax_checkpoint
 from vivit.models.tokenisers import TubeletTokeniser
@@ -286,7 +286,6 @@ class ImageViTInit:
         state, report = adapt_image_vit(
             image, net, tubelet=self.tubelet, temporal_attn=self.temporal_attn, source=str(self.source)
         )
-        missing, unexpected = net.load_state_dict(state, strict=False)
-        assert not unexpected and set(missing) == set(report.fresh), (missing, unexpected)  # adapt_image_vit checked
+        load(net, state, report)
         report.mean, report.std = self.normalisation or (None, None)
         return report

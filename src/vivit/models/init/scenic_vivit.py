@@ -1,5 +1,6 @@
-"""Scenic (Flax) checkpoints: ``ScenicViViTInit`` loads a released Scenic ViViT into Model 1 or Model 2, classifier
-included, from flax.training.checkpoints files (msgpack) without flax or jax."""
+"""Scenic (Flax) checkpoints: ``ScenicViViTInit`` loads a released Scenic ViViT into Model 1 or Model 2, its
+classifier too (``classifier="keep"``) or a new one for other classes (``"replace"``), from
+flax.training.checkpoints files (msgpack) without flax or jax."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from vivit.models.init import common
 from vivit.models.init.common import ZERO_CENTRED, InitError, InitReport
 from vivit.models.tokenisers import TubeletTokeniser
 from vivit.models.vivit import FactorisedEncoder, SpatioTemporal, VideoTransformer
@@ -202,11 +204,17 @@ def scenic_fit_hints(params: Mapping[str, Tensor], wanted: set[str]) -> str:
 
 
 def adapt_scenic_vivit(
-    params: Mapping[str, Tensor], net: VideoTransformer, source: str = "Scenic checkpoint"
+    params: Mapping[str, Tensor],
+    net: VideoTransformer,
+    source: str = "Scenic checkpoint",
+    classifier: common.ClassifierInit = "keep",
 ) -> tuple[dict[str, Tensor], InitReport]:
-    """Scenic ViViT parameters (flat '/' names, ``read_scenic_params``) -> Model 1's or Model 2's keys,
-    classifier included. Every checkpoint parameter must be used and every network key filled."""
+    """Scenic ViViT parameters (flat '/' names, ``read_scenic_params``) -> Model 1's or Model 2's keys. Every
+    checkpoint parameter must be used and every network key filled, except, with ``classifier="replace"``, the
+    classifier: the network's own stays (``report.fresh``) and the checkpoint's ``output_projection`` is unused."""
     names = scenic_names(net)
+    fresh = list(common.CLASSIFIER) if classifier == "replace" else []
+    unused = sorted(s for key in fresh for s in names.pop(key) if s in params)  # the checkpoint's classifier
     approximate = {m.approximate for m in net.modules() if isinstance(m, nn.GELU)}
     if approximate != {"tanh"}:
         raise InitError(
@@ -214,17 +222,17 @@ def adapt_scenic_vivit(
             f"approximate={sorted(approximate)}: set model.net.gelu=tanh"
         )
     wanted = {s for group in names.values() for s in group}
-    missing, unexpected = sorted(wanted - params.keys()), sorted(params.keys() - wanted)
+    missing, unexpected = sorted(wanted - params.keys()), sorted(params.keys() - wanted - set(unused))
     if missing or unexpected:
         raise InitError(
             f"{source}: does not fit the {type(net).__name__}{scenic_fit_hints(params, wanted)}: "
             f"missing {missing[:10]}, unexpected {unexpected[:10]}"
         )
-    kernel = params["output_projection/kernel"]
-    if kernel.ndim == 2 and kernel.shape[1] != net.num_classes:
+    kernel = params["output_projection/kernel"] if classifier == "keep" else None
+    if kernel is not None and kernel.ndim == 2 and kernel.shape[1] != net.num_classes:
         raise InitError(
             f"{source}: the classifier 'output_projection/kernel' {tuple(kernel.shape)} has {kernel.shape[1]} "
-            f"classes, the network {net.num_classes}: set data.num_classes={kernel.shape[1]}"
+            f"classes, the network {net.num_classes}: set data.num_classes={kernel.shape[1]}, {common.REPLACE_HINT}"
         )
     target = net.state_dict()
     state: dict[str, Tensor] = {}
@@ -245,24 +253,26 @@ def adapt_scenic_vivit(
             raise InitError(f"{source}: {shapes} does not fit {key!r} of shape {tuple(target[key].shape)}")
         state[key] = value.to(target[key].dtype)
     qkv = {k: "query, key and value kernels (D, nh, dh) fused" for k in state if ".attn.qkv." in k}
-    return state, InitReport(source=source, copied=sorted(set(state) - set(qkv)), transformed=qkv)
+    copied = sorted(set(state) - set(qkv))
+    return state, InitReport(source=source, copied=copied, transformed=qkv, fresh=fresh, unused=unused)
 
 
 class ScenicViViTInit:
-    """``init(net)``: load a released Scenic ViViT (Flax checkpoint) into Model 1 or Model 2, classifier included.
+    """``init(net)``: load a released Scenic ViViT (Flax checkpoint) into Model 1 or Model 2.
 
     ``source`` is a ``checkpoint_<step>`` file or a directory of them (the latest step). The network must have
-    the checkpoint's sizes, its pooling (CLS token or mean), a tubelet tokeniser and the tanh GELU.
+    the checkpoint's sizes, its pooling (CLS token or mean), a tubelet tokeniser and the tanh GELU; and its class
+    count, unless ``classifier="replace"`` keeps the network's new classifier instead of the checkpoint's.
     """
 
     normalisation = ZERO_CENTRED  # Scenic's ViViTs take pixels x/127.5 - 1
 
-    def __init__(self, source: str) -> None:
-        self.source = source
+    def __init__(self, source: str, classifier: common.ClassifierInit = "keep") -> None:
+        self.source, self.classifier = source, common.check_classifier(classifier)
 
     def __call__(self, net: VideoTransformer) -> InitReport:
         params, path = read_scenic_params(self.source)
-        state, report = adapt_scenic_vivit(params, net, source=str(path))
-        net.load_state_dict(state, strict=True)
+        state, report = adapt_scenic_vivit(params, net, source=str(path), classifier=self.classifier)
+        common.load(net, state, report)
         report.mean, report.std = self.normalisation
         return report
