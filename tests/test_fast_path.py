@@ -7,7 +7,7 @@ from functools import partial
 
 import pytest
 import torch
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 from helpers import write_checkpoint
 from vivit.models import (
@@ -59,7 +59,7 @@ def test_activation_checkpointing_runs_every_block_again_with_the_same_gradients
 def test_a_checkpoint_configured_with_the_earlier_model_activation_checkpointing_loads(tiny_cfg, tmp_path, caplog):
     from vivit.checkpoints import load_model
 
-    cfg = tiny_cfg()
+    cfg = OmegaConf.create(OmegaConf.to_container(tiny_cfg()))  # as stored: untyped
     with open_dict(cfg):  # the stored config of a run from before model.net.activation_checkpointing
         del cfg.model.net["activation_checkpointing"]
         cfg.model.activation_checkpointing = True
