@@ -97,6 +97,35 @@ def test_fused_optimiser_on_cpu_and_cuda_only_when_unset() -> None:
     assert fused_optimizer(torch.optim.LBFGS, torch.device("cpu")) is torch.optim.LBFGS  # no fused kernel
 
 
+@pytest.mark.parametrize("algorithm", ["norm", "value"])
+def test_bf16_autocast_clips_the_gradients_of_the_fused_optimiser(algorithm: str) -> None:
+    """trainer=gpu's bf16-mixed with gradient_clip_val and the fused AdamW: Lightning refuses to clip for a fused
+    optimiser under autocast (guarding fp16's gradient scaler, which bf16 does not use); the model clips them."""
+    import lightning as L
+
+    model = VideoClassifier(tiny(pool="mean"), partial(torch.optim.AdamW, lr=1e-3))
+    batches = [{"video": torch.randn(2, 3, 4, 16, 16), "label": torch.tensor([0, 3])}]
+    clip = 1e-4  # far below the gradients' norm and largest value: clipping shows
+    trainer = L.Trainer(
+        accelerator="cpu",
+        precision="bf16-mixed",
+        gradient_clip_val=clip,
+        gradient_clip_algorithm=algorithm,
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
+    assert trainer.optimizers[0].defaults["fused"]
+    gradients = [p.grad for p in model.parameters() if p.grad is not None]
+    if algorithm == "norm":
+        assert torch.linalg.vector_norm(torch.stack([g.norm() for g in gradients])) <= clip * 1.01
+    else:
+        assert max(g.abs().max() for g in gradients) <= clip
+
+
 def test_fused_cpu_step_matches_the_per_tensor_step() -> None:
     """The module's optimiser on CPU is fused, and its update is AdamW's per-tensor update (up to rounding)."""
     torch.manual_seed(0)

@@ -37,7 +37,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--loader-repeats", type=int, default=6, help="loader suite: samples per median")
     parser.add_argument("--loader-workers", type=int, help="loader suite: DataLoader workers (default: one per CPU)")
-    parser.add_argument("--loader-batches", type=int, default=12, help="loader suite: batches of 8 timed per loader")
+    parser.add_argument(
+        "--loader-batches",
+        type=int,
+        default=12,
+        help="loader suite: batches of 8 timed per loader (at least 4 per worker)",
+    )
     parser.add_argument("--out", type=Path, help="results folder (JSON and markdown per device)")
     parser.add_argument(
         "--name", help="results file name (default: the device's; at another size or frames, with them appended)"

@@ -95,6 +95,36 @@ def markdown(meta: dict, results: list[Result]) -> str:
         lines.append(f"| {r.name} | {r.frames} | {row} | {r.error or notes} |")
     if "loader" in meta:
         lines += ["", loader_markdown(meta["loader"])]
+    if "end_to_end" in meta:
+        lines += ["", end_to_end_markdown(meta["end_to_end"])]
+    return "\n".join(lines) + "\n"
+
+
+def end_to_end_markdown(run: dict) -> str:
+    """The tables of ``experiments/benchmark/end_to_end.py`` (kept in the device's file by every later run)."""
+    lines = [
+        f"## End-to-end training (`experiments/benchmark/end_to_end.py`, {run['date']})",
+        "",
+        f"ViViT-B/16x2 Model 2 (`experiment=vivit_b16x2 model=factorised_encoder`, bf16, batch {run['batch']}) "
+        f"fitted by the framework's trainer for {run['batches']} steps on {run['device']}; real-content files read by "
+        f"{run['workers']} DataLoader workers ({run['cores']} cores), photometric ops on the GPU.",
+        "",
+        "| input | train clips/s | of synthetic |",
+        "|---|---|---|",
+    ]
+    for name, fit in run["fits"].items():
+        lines.append(f"| {name} | {fit['clips_s']} | {fit.get('of_synthetic', 1.0):.0%} |")
+    if jpeg := run.get("jpeg_frames"):
+        size = "×".join(str(n) for n in jpeg["size"])
+        lines += [
+            "",
+            f"JPEG frame folders ({jpeg['frames']} frames of {size} per clip, `src/prepare_data.py format=jpeg`), "
+            "ms per clip: "
+            + ", ".join(
+                f"{key.replace('_ms_per_clip', '').replace('_', ' ')} {ms}" for key, ms in jpeg.items() if "ms" in key
+            )
+            + ".",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -44,6 +44,7 @@ STAGES = ("open_index", "decode", "geometry", "photometric", "normalise")  # the
 CLIP_KEYS = ("num_frames", "stride", "test_clips", "test_crops")  # the recipe's keys that are not the transform's
 PREPARED_CODECS = ("mpeg4", "libx264")  # src/prepare_data.py's default (fastest to decode) and H.264 (smaller)
 CONF = Path(__file__).resolve().parents[3] / "conf"
+LOADER_BATCH = 8  # clips per batch of the DataLoader measurement
 RECIPE_KEYS = ("num_frames", "stride", "crop_size", "min_resize", "scale_jitter", "hflip_prob", "colour_jitter_prob")
 
 
@@ -195,12 +196,13 @@ def per_sample(stages: dict[str, float], on_device: bool) -> float:
 
 def loader_clips_per_second(root: Path, settings: dict, workers: int, batches: int, on_device: bool) -> float:
     """Clips/s delivered by the training DataLoader of a VideoDataModule on ``root`` with ``workers`` workers
-    (after its first batch, which starts the workers)."""
+    (after its first batch, which starts the workers). The root's epoch should hold ``batches + 1`` batches
+    (``copies`` in :func:`measure`): a new epoch would measure one batch's latency, not the workers' rate."""
     datamodule = VideoDataModule(
         str(root),
         read_kinetics,
         {"label": 2},
-        batch_size=8,
+        batch_size=LOADER_BATCH,
         num_workers=workers,
         photometric_on="device" if on_device else "loader",
         **settings,
@@ -213,7 +215,7 @@ def loader_clips_per_second(root: Path, settings: dict, workers: int, batches: i
     for _ in range(batches):
         try:
             clips += len(next(iterator)["video"])
-        except StopIteration:
+        except StopIteration:  # an epoch too short for the batches asked for: a new one (timed, as it is)
             iterator = iter(loader)
     del iterator
     return round(clips / (time.perf_counter() - start), 2)
@@ -251,6 +253,7 @@ def measure(repeats: int = 6, workers: int | None = None, batches: int = 12, res
     import os
 
     workers = workers or os.cpu_count() or 1
+    batches = max(batches, 4 * workers)  # the workers' steady rate, not the burst of their first batches
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         raw = {Path(name).stem: sample_video(name) for name in SAMPLES}
@@ -278,7 +281,8 @@ def measure(repeats: int = 6, workers: int | None = None, batches: int = 12, res
         for name in ("bikes", *(f"bikes (256, {codec})" for codec in PREPARED_CODECS)):
             if name not in files:
                 continue
-            root = kinetics_root(tmp / f"root {name}", {"bikes": files[name], "bunny": files[name]})
+            copies = -(-LOADER_BATCH * (batches + 1) // 2)  # one epoch of both labels holds every batch timed
+            root = kinetics_root(tmp / f"root {name}", {"bikes": files[name], "bunny": files[name]}, copies)
             for on_device in (False, True):
                 key = f"{name}, {workers} workers, photometric on {'device' if on_device else 'loader'}"
                 loaders[key] = loader_clips_per_second(root, recipe(), workers, batches, on_device)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from lightning import LightningModule
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
@@ -306,11 +307,29 @@ class VideoClassifier(LightningModule):
         self.log("test/videos", float(len(videos)), reduce_fx="sum", sync_dist=True, batch_size=1)
         self.log("test/views", float(counts.sum()), reduce_fx="sum", sync_dist=True, batch_size=1)
 
+    def configure_gradient_clipping(
+        self, optimizer: Optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
+    ) -> None:
+        """Lightning's, except under bf16 autocast (``trainer=gpu``), where Lightning refuses to clip for a fused
+        optimiser: it guards fp16's gradient scaler, but bf16 has none, so the gradients are clipped here as they
+        are. (Found on an H200: ``src/train.py trainer=gpu`` failed at its first step.)"""
+        plugin = self.trainer.precision_plugin
+        if gradient_clip_val and isinstance(plugin, MixedPrecision) and plugin.scaler is None:
+            if gradient_clip_algorithm == "value":
+                nn.utils.clip_grad_value_(self.parameters(), gradient_clip_val)
+            else:
+                nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     def configure_callbacks(self) -> list[Callback]:
         return [self.bad_videos]
 
     def configure_optimizers(self):
-        optimizer = fused_optimizer(self.optimizer_factory, self.device)(param_groups(self.net))
+        factory, trainer = self.optimizer_factory, self._trainer
+        if not (trainer and trainer.gradient_clip_val and getattr(trainer.precision_plugin, "scaler", None)):
+            factory = fused_optimizer(factory, self.device)  # fp16's scaler and clipping need a per-tensor step
+        optimizer = factory(param_groups(self.net))
         if self.scheduler_factory is None:
             return optimizer
         total = int(self.trainer.estimated_stepping_batches)
