@@ -50,7 +50,7 @@ class DataSchema:
 
 @dataclass
 class GenerateSchema:
-    """data=moving_digits' ``generate`` (vivit.data.generate_moving_digits' arguments)."""
+    """data=moving_digits' ``generate`` (the arguments of vivit.data.generate_moving_digits and _hard)."""
 
     _target_: str = MISSING
     _partial_: bool = MISSING

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from vivit.data.kinetics import read_kinetics, read_kinetics_class_names
     from vivit.data.moments_in_time import read_moments_class_names, read_moments_in_time
     from vivit.data.moving_digits import generate_moving_digits
+    from vivit.data.moving_digits_hard import generate_moving_digits_hard
     from vivit.data.records import VideoRecord
     from vivit.data.split_datamodule import OfficialSplitsDataModule
     from vivit.data.ssv2 import read_ssv2, read_ssv2_class_names
@@ -41,6 +42,7 @@ _EXPORTS = {
     "read_moments_class_names": "moments_in_time",
     "read_moments_in_time": "moments_in_time",
     "generate_moving_digits": "moving_digits",
+    "generate_moving_digits_hard": "moving_digits_hard",
     "read_ssv2": "ssv2",
     "read_ssv2_class_names": "ssv2",
     "read_ucf101": "ucf101",
@@ -57,6 +59,7 @@ __all__ = [
     "VideoRecord",
     "decode_frames",
     "generate_moving_digits",
+    "generate_moving_digits_hard",
     "read_epic_kitchens_100",
     "read_epic_kitchens_class_names",
     "read_hmdb51",

@@ -15,6 +15,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,18 +127,22 @@ def _colour(rng: np.random.Generator) -> np.ndarray:
     return c[rng.permutation(3)]
 
 
+def sprite_alpha(image: np.ndarray, x: np.ndarray, y: np.ndarray, side: np.ndarray, size: int) -> np.ndarray:
+    """The (n, n) sprite (intensity in [0, 1]) centred at (x, y) with side ``side`` (pixels; each (T,)) in a
+    ``size``×``size`` frame: its alpha, (T, size, size, 1)."""
+    centres = np.arange(size) + 0.5
+    n = image.shape[0]
+    # Pixel centre -> sprite-pixel coordinate; the sprite's n cells span `side` pixels around the centre.
+    wx = _interp_weights((centres[None] - x[:, None]) / side[:, None] * n + n / 2 - 0.5, n)  # (T, W, n)
+    wy = _interp_weights((centres[None] - y[:, None]) / side[:, None] * n + n / 2 - 0.5, n)  # (T, H, n)
+    return np.clip(1.25 * (wy @ image @ wx.transpose(0, 2, 1)), 0.0, 1.0)[..., None]
+
+
 def render_clip(
     digit: np.ndarray, motion: Motion, colour: np.ndarray, background: np.ndarray, num_frames: int
 ) -> np.ndarray:
     """Composite the (8, 8) digit (intensity in [0, 1] = alpha) over the background: uint8 (T, H, W, 3)."""
-    size = background.shape[0]
-    x, y, side = motion.at(num_frames)  # (T,) each
-    centres = np.arange(size) + 0.5
-    n = digit.shape[0]
-    # Pixel centre -> digit-pixel coordinate; the digit's n cells span `side` pixels around the centre.
-    wx = _interp_weights((centres[None] - x[:, None]) / side[:, None] * n + n / 2 - 0.5, n)  # (T, W, n)
-    wy = _interp_weights((centres[None] - y[:, None]) / side[:, None] * n + n / 2 - 0.5, n)  # (T, H, n)
-    alpha = np.clip(1.25 * (wy @ digit @ wx.transpose(0, 2, 1)), 0.0, 1.0)[..., None]  # (T, H, W, 1)
+    alpha = sprite_alpha(digit, *motion.at(num_frames), background.shape[0])  # (T, H, W, 1)
     frames = background[None] * (1 - alpha) + colour * alpha
     return np.round(frames * 255).astype(np.uint8)
 
@@ -161,7 +166,7 @@ def write_video(path: Path, frames: np.ndarray, fps: int) -> None:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
-        stream.codec_context.thread_count = 1  # byte-identical output across runs and machines
+        stream.codec_context.thread_count = 1  # byte-identical output across runs (and _yuv420p)
         if codec == "libx264":
             stream.options = {"crf": "15", "preset": "fast"}
         elif codec == "mpeg4":
@@ -169,8 +174,16 @@ def write_video(path: Path, frames: np.ndarray, fps: int) -> None:
         elif codec.startswith("libvpx"):
             stream.options = {"crf": "10", "b": "0", "deadline": "realtime", "cpu-used": "8"}
         for image in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+            container.mux(stream.encode(_yuv420p(image)))
         container.mux(stream.encode())
+
+
+def _yuv420p(image: np.ndarray) -> av.VideoFrame:
+    """The uint8 (H, W, 3) RGB image as a yuv420p frame, converted before the encoder sees it: handed RGB frames,
+    the encoders' own conversion made the same frames encode differently from run to run (in up to half the
+    videos, decoding 1-2 grey levels apart on average)."""
+    yuv = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p").to_ndarray()
+    return av.VideoFrame.from_ndarray(yuv, format="yuv420p")
 
 
 def _timestamp(seconds: float, decimals: int) -> str:
@@ -203,85 +216,113 @@ def generate_moving_digits(
     With other parameters the generator's own files (annotations, ``P??/videos/P??_??.MP4``, marker) are
     replaced; nothing else under ``root`` is touched.
     """
+    params = dict(num_train=num_train, num_val=num_val, num_frames=num_frames, size=size, fps=fps, seed=seed)
+    if not up_to_date(root, params | {"version": _FORMAT_VERSION}):
+        clips = _moving_digit_clips(num_train, num_val, num_frames, size, np.random.default_rng(seed))
+        write_dataset(root, params | {"version": _FORMAT_VERSION}, clips, (VERBS, "motion"), (NOUNS, "digit"))
+
+
+def _moving_digit_clips(
+    num_train: int, num_val: int, num_frames: int, size: int, rng: np.random.Generator
+) -> Iterator[tuple[str, np.ndarray, int, int]]:
+    """(split, uint8 (T, H, W, 3) frames, verb, noun) of every clip: one digit doing one motion."""
+    images, targets, pools = digit_pools()
+    for split, count in (("train", num_train), ("val", num_val)):
+        verbs = rng.permutation(np.arange(count) % len(VERBS))  # balanced verbs, random order
+        for verb in verbs:
+            image_id = int(rng.choice(pools[split]))
+            background = _background(size, rng)
+            colour = _colour(rng)
+            motion = sample_motion(int(verb), size, rng)
+            yield (
+                split,
+                render_clip(images[image_id], motion, colour, background, num_frames),
+                int(verb),
+                targets[image_id],
+            )
+
+
+def digit_pools() -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """scikit-learn's 1,797 handwritten digits: (N, 8, 8) intensities in [0, 1], their (N,) digits, and the
+    indices each split draws from (training the first half, validation the second: no digit image in both)."""
     from sklearn.datasets import load_digits  # ships with scikit-learn, no download
 
-    root = Path(root)
-    params = dict(
-        num_train=num_train,
-        num_val=num_val,
-        num_frames=num_frames,
-        size=size,
-        fps=fps,
-        seed=seed,
-        version=_FORMAT_VERSION,
-    )
-    marker = root / MARKER
+    digits = load_digits()
+    half = len(digits.images) // 2
+    return digits.images / 16.0, digits.target, {"train": np.arange(half), "val": np.arange(half, len(digits.images))}
+
+
+def up_to_date(root: str | Path, params: dict) -> bool:
+    """Whether ``root`` holds a generation with exactly ``params`` (its marker file records them)."""
+    marker = Path(root) / MARKER
     if marker.is_file() and json.loads(marker.read_text()) == params:
         log.debug("moving digits in %s are up to date", root)
-        return
+        return True
+    return False
+
+
+def write_dataset(
+    root: str | Path,
+    params: dict,
+    clips: Iterable[tuple[str, np.ndarray, int, int]],
+    verbs: tuple[Sequence[str], str],
+    nouns: tuple[Sequence[str], str],
+) -> None:
+    """Write generated ``clips`` (split, uint8 (T, H, W, 3) frames, verb, noun; training clips first) under
+    ``root`` in the EPIC-KITCHENS-100 layout, one segment spanning each video; ``verbs`` and ``nouns``: the class
+    names and their category. ``params`` (``num_train``, ``num_val``, ``num_frames``, ``size``, ``fps``, ...)
+    are recorded in the marker file, written last, so that an interrupted generation does not look complete.
+    The generator's own earlier files that this one does not rewrite are removed; nothing else is touched."""
+    root = Path(root)
+    num_frames, size, fps = params["num_frames"], params["size"], params["fps"]
     if size % 2 or size < 8:
         raise ValueError(f"size must be even and >= 8 (yuv420p), got {size}")
-    if num_frames < 2 or num_train < 1 or num_val < 1 or fps < 1:
+    if num_frames < 2 or params["num_train"] < 1 or params["num_val"] < 1 or fps < 1:
         raise ValueError(f"need num_frames >= 2 and num_train, num_val, fps >= 1, got {params}")
-    total = num_train + num_val
+    total = params["num_train"] + params["num_val"]
     if total > 99 * _VIDEOS_PER_PARTICIPANT:
         raise ValueError(f"at most {99 * _VIDEOS_PER_PARTICIPANT} clips fit the P01_01..P99_99 ids, got {total}")
 
     log.info("Generating %d moving-digit clips in %s", total, root)
     began = time.perf_counter()
+    marker = root / MARKER
     had_marker = marker.is_file()
     marker.unlink(missing_ok=True)  # an interrupted run must not look complete
     annotations = root / "annotations"
     annotations.mkdir(parents=True, exist_ok=True)
-
-    digits = load_digits()
-    images, targets = digits.images / 16.0, digits.target  # (1797, 8, 8) in [0, 1], (1797,)
-    half = len(images) // 2  # train digits from the first half, val digits from the second
-    pools = {"train": np.arange(half), "val": np.arange(half, len(images))}
-
-    rng = np.random.default_rng(seed)
     duration = num_frames / fps
     rows: dict[str, list[dict]] = {"train": [], "val": []}
     info_rows, written = [], set()
-    for split, count, first in (("train", num_train, 0), ("val", num_val, num_train)):
-        verbs = rng.permutation(np.arange(count) % len(VERBS))  # balanced verbs, random order
-        for k, verb in enumerate(verbs):
-            image_id = int(rng.choice(pools[split]))
-            noun = int(targets[image_id])
-            background = _background(size, rng)
-            colour = _colour(rng)
-            motion = sample_motion(int(verb), size, rng)
-            frames = render_clip(images[image_id], motion, colour, background, num_frames)
+    for index, (split, frames, verb, noun) in enumerate(clips):
+        participant, video = divmod(index, _VIDEOS_PER_PARTICIPANT)
+        pid = f"P{participant + 1:02d}"
+        vid = f"{pid}_{video + 1:02d}"
+        path = root / pid / "videos" / f"{vid}.MP4"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_video(path, frames, fps)
+        written.add(path)
 
-            participant, video = divmod(first + k, _VIDEOS_PER_PARTICIPANT)
-            pid = f"P{participant + 1:02d}"
-            vid = f"{pid}_{video + 1:02d}"
-            path = root / pid / "videos" / f"{vid}.MP4"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_video(path, frames, fps)
-            written.add(path)
-
-            verb_name, noun_name = VERBS[verb], NOUNS[noun]
-            rows[split].append(
-                dict(
-                    narration_id=f"{vid}_0",
-                    participant_id=pid,
-                    video_id=vid,
-                    narration_timestamp=_timestamp(0, 3),
-                    start_timestamp=_timestamp(0, 2),
-                    stop_timestamp=_timestamp(duration, 2),
-                    start_frame=1,
-                    stop_frame=num_frames,
-                    narration=f"{verb_name} {noun_name}",
-                    verb=verb_name,
-                    verb_class=int(verb),
-                    noun=noun_name,
-                    noun_class=noun,
-                    all_nouns=str([noun_name]),
-                    all_noun_classes=str([noun]),
-                )
+        verb_name, noun_name = verbs[0][verb], nouns[0][noun]
+        rows[split].append(
+            dict(
+                narration_id=f"{vid}_0",
+                participant_id=pid,
+                video_id=vid,
+                narration_timestamp=_timestamp(0, 3),
+                start_timestamp=_timestamp(0, 2),
+                stop_timestamp=_timestamp(duration, 2),
+                start_frame=1,
+                stop_frame=num_frames,
+                narration=f"{verb_name} {noun_name}",
+                verb=verb_name,
+                verb_class=int(verb),
+                noun=noun_name,
+                noun_class=int(noun),
+                all_nouns=str([noun_name]),
+                all_noun_classes=str([int(noun)]),
             )
-            info_rows.append(dict(video_id=vid, duration=duration, fps=float(fps), resolution=f"{size}x{size}"))
+        )
+        info_rows.append(dict(video_id=vid, duration=duration, fps=float(fps), resolution=f"{size}x{size}"))
 
     if had_marker:  # drop videos of the previous generation that this one did not rewrite
         for stale in root.glob("P*/videos/*.MP4"):
@@ -289,7 +330,7 @@ def generate_moving_digits(
                 stale.unlink()
     _write_csv(annotations / "EPIC_100_train.csv", rows["train"])
     _write_csv(annotations / "EPIC_100_validation.csv", rows["val"])
-    for kind, names, category in (("verb", VERBS, "motion"), ("noun", NOUNS, "digit")):
+    for kind, (names, category) in (("verb", verbs), ("noun", nouns)):
         classes = [dict(id=i, key=name, instances=str([name]), category=category) for i, name in enumerate(names)]
         _write_csv(annotations / f"EPIC_100_{kind}_classes.csv", classes)
     _write_csv(annotations / "EPIC_100_video_info.csv", info_rows)
