@@ -287,6 +287,18 @@ def test_report_averages_seeds_per_model_and_says_when_rows_are_not_separated(tm
     ]
 
 
+def test_report_plot_puts_rows_of_equal_cost_side_by_side(tmp_path: Path) -> None:
+    """Rows that differ in cost go on the GMACs axis; rows that all cost the same (Table 4's regularisers) each
+    get a column of their own, labelled, rather than one stack of points."""
+    from vivit.report import aggregate, collect, x_axis
+
+    write_results(tmp_path, *(({"regularisation": r, "seed": str(s)}, 0.5) for r in ("none", "mixup") for s in (0, 1)))
+    xs, label, ticks = x_axis(aggregate(collect(tmp_path))[1])
+    assert (xs, label, ticks) == ([0, 1], "", ["mixup", "none"])
+    groups = [{"overrides": {"model": m}, "stats": {"gmacs": (g, None, 1)}} for m, g in (("a", 1.0), ("b", 2.0))]
+    assert x_axis(groups) == ([1.0, 2.0], "GMACs per clip (the paper's GFLOPs)", None)
+
+
 @pytest.mark.parametrize(("dataset", "classes", "epochs"), [("ucf101", 101, 20), ("hmdb51", 51, 30)])
 def test_finetune_recipe_composes_with_its_split_sweep(dataset: str, classes: int, epochs: int) -> None:
     """experiment=<dataset>_finetune sweep=<dataset>_splits, as the README runs it: the network of the released

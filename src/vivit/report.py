@@ -170,25 +170,37 @@ def averaged_table(axes: list[str], groups: list[dict]) -> str:
     return markdown([*axes, "n", *COLUMNS], body) + "".join(f"\n{note}\n" for note in notes)
 
 
+def x_axis(groups: list[dict]) -> tuple[list[float | None], str, list[str] | None]:
+    """Where each group (:func:`aggregate`) goes on the plot's x axis: its GMACs, or, when every group has the
+    same (regularisation, seeds of one model), its place in the table, with the groups' labels as tick labels."""
+    gmacs = [group["stats"].get("gmacs", (None,))[0] for group in groups]
+    if len({round(x, 3) for x in gmacs if x is not None}) > 1:
+        return gmacs, "GMACs per clip (the paper's GFLOPs)", None
+    return list(range(len(groups))), "", [", ".join(group["overrides"].values()) for group in groups]
+
+
 def plot(groups: list[dict], path: Path) -> None:
-    """Top-1 against GMACs, one point per group (:func:`aggregate`), its std as an error bar, labelled by its
-    axes (and n)."""
+    """Top-1 against GMACs (or, where they are all the same, one column per group: :func:`x_axis`), one point
+    per group, its std as an error bar, labelled by its axes (and n)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    xs, xlabel, ticks = x_axis(groups)
     fig, ax = plt.subplots(figsize=(6, 4))
-    for group in groups:
-        x, y = group["stats"].get("gmacs"), group["stats"].get("test/acc_top1", group["stats"].get("val/acc_top1"))
+    for x, group in zip(xs, groups, strict=True):
+        y = group["stats"].get("test/acc_top1", group["stats"].get("val/acc_top1"))
         if x is None or y is None:
             continue
-        ax.errorbar(x[0], y[0], yerr=y[1], fmt="o", capsize=3)
+        ax.errorbar(x, y[0], yerr=y[1], fmt="o", capsize=3)
         runs = group["runs"]
-        text = ", ".join(group["overrides"].values()) or (runs[0]["run"] if len(runs) == 1 else "")
+        text = "" if ticks else ", ".join(group["overrides"].values()) or (runs[0]["run"] if len(runs) == 1 else "")
         text += f" (n={y[2]})" if y[2] > 1 else ""
-        ax.annotate(text.strip(), (x[0], y[0]), fontsize=7, xytext=(4, 4), textcoords="offset points")
-    ax.set(xlabel="GMACs per clip (the paper's GFLOPs)", ylabel="top-1")
+        ax.annotate(text.strip(), (x, y[0]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    if ticks:
+        ax.set_xticks(xs, ticks, rotation=20, ha="right", fontsize=7)
+    ax.set(xlabel=xlabel, ylabel="top-1")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
