@@ -8,6 +8,7 @@ picks the right pair at all. Averaged over the seeds of each row, as src/report.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -24,7 +25,8 @@ PAIRS = ("order", "reversal", "in front/behind")
 
 
 def pair_accuracies(checkpoint: Path) -> dict[str, float]:
-    """Within-pair accuracy of each pair and the rate of right pairs, on the validation clips (one view)."""
+    """Within-pair accuracy of each pair (of its clips put in the right pair, the share in the right class) and
+    the rate of right pairs, on the validation clips (one view)."""
     from hydra.utils import instantiate
 
     model, cfg = load_model(checkpoint)
@@ -38,9 +40,13 @@ def pair_accuracies(checkpoint: Path) -> dict[str, float]:
         for batch in datamodule.val_dataloader():
             predicted = model(batch["video"])[:, :6].argmax(-1)  # the verb head (the first)
             for label, guess in zip(batch["label"].view(len(predicted), -1)[:, 0].tolist(), predicted.tolist()):
-                right[PAIRS[label // 2]].append(guess == label)
                 right_pair.append(guess // 2 == label // 2)
-    return {**{p: statistics.fmean(v) for p, v in right.items()}, "right pair": statistics.fmean(right_pair)}
+                if right_pair[-1]:  # within the pair: of the clips put in the right pair, those in the right class
+                    right[PAIRS[label // 2]].append(guess == label)
+    return {
+        **{p: statistics.fmean(v) if v else math.nan for p, v in right.items()},
+        "right pair": statistics.fmean(right_pair),
+    }
 
 
 def main(sweep: Path) -> None:
@@ -64,9 +70,13 @@ def main(sweep: Path) -> None:
     for values, runs in groups.items():
         cells = []
         for column in columns:
-            found = [run[column] for run in runs]
+            found = [run[column] for run in runs if not math.isnan(run[column])]  # nan: no clip in the right pair
             std = statistics.stdev(found) if len(found) > 1 else None
-            cells.append(f"{statistics.fmean(found):.2f} ± {'–' if std is None else f'{std:.2f}'}")
+            mean = f"{statistics.fmean(found):.2f}" if found else "–"
+            cells.append(
+                f"{mean} ± {'–' if std is None else f'{std:.2f}'}"
+                + (f" (n={len(found)})" if len(found) < len(runs) else "")
+            )
         lines.append("| " + " | ".join([*values, str(len(runs)), *cells]) + " |")
     (sweep / "pairs.md").write_text("\n".join(lines) + "\n")
     (sweep / "pairs.json").write_text(json.dumps({" ".join(k): v for k, v in groups.items()}, indent=1))
