@@ -126,6 +126,31 @@ def test_bf16_autocast_clips_the_gradients_of_the_fused_optimiser(algorithm: str
         assert max(g.abs().max() for g in gradients) <= clip
 
 
+def test_fp16_with_gradient_clipping_takes_the_per_tensor_optimiser() -> None:
+    """fp16 autocast has a gradient scaler, which must unscale before clipping: the optimiser is not fused there
+    (a fused one unscales inside its step, after the clip), and training runs."""
+    import lightning as L
+
+    model = VideoClassifier(tiny(pool="mean"), partial(torch.optim.AdamW, lr=1e-3))
+    batches = [{"video": torch.randn(2, 3, 4, 16, 16), "label": torch.tensor([0, 3])}]
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    fp16 = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu"))  # on CUDA, Lightning's own choice
+    trainer = L.Trainer(
+        accelerator="cpu",
+        plugins=[fp16],
+        gradient_clip_val=1.0,
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
+    assert not trainer.optimizers[0].defaults["fused"]
+    assert trainer.global_step == 1
+
+
 def test_fused_cpu_step_matches_the_per_tensor_step() -> None:
     """The module's optimiser on CPU is fused, and its update is AdamW's per-tensor update (up to rounding)."""
     torch.manual_seed(0)

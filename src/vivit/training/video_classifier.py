@@ -326,7 +326,11 @@ class VideoClassifier(LightningModule):
         return [self.bad_videos]
 
     def configure_optimizers(self):
-        factory, trainer = self.optimizer_factory, self._trainer
+        try:
+            trainer = self.trainer
+        except RuntimeError:  # built outside a fit (a notebook, a test)
+            trainer = None
+        factory = self.optimizer_factory
         if not (trainer and trainer.gradient_clip_val and getattr(trainer.precision_plugin, "scaler", None)):
             factory = fused_optimizer(factory, self.device)  # fp16's scaler and clipping need a per-tensor step
         optimizer = factory(param_groups(self.net))
