@@ -227,19 +227,19 @@ def _moving_digit_clips(
 ) -> Iterator[tuple[str, np.ndarray, int, int]]:
     """(split, uint8 (T, H, W, 3) frames, verb, noun) of every clip: one digit doing one motion."""
     images, targets, pools = digit_pools()
+    for split, verb in balanced_verbs(num_train, num_val, len(VERBS), rng):
+        image_id = int(rng.choice(pools[split]))
+        background = _background(size, rng)
+        colour = _colour(rng)
+        motion = sample_motion(verb, size, rng)
+        yield split, render_clip(images[image_id], motion, colour, background, num_frames), verb, targets[image_id]
+
+
+def balanced_verbs(num_train: int, num_val: int, num_verbs: int, rng: np.random.Generator) -> Iterator[tuple[str, int]]:
+    """(split, verb) of every clip, training first: each split's verbs balanced, in an order drawn as it starts."""
     for split, count in (("train", num_train), ("val", num_val)):
-        verbs = rng.permutation(np.arange(count) % len(VERBS))  # balanced verbs, random order
-        for verb in verbs:
-            image_id = int(rng.choice(pools[split]))
-            background = _background(size, rng)
-            colour = _colour(rng)
-            motion = sample_motion(int(verb), size, rng)
-            yield (
-                split,
-                render_clip(images[image_id], motion, colour, background, num_frames),
-                int(verb),
-                targets[image_id],
-            )
+        for verb in rng.permutation(np.arange(count) % num_verbs):
+            yield split, int(verb)
 
 
 def digit_pools() -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:

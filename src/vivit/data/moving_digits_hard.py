@@ -33,6 +33,7 @@ from vivit.data.moving_digits import (
     NOUNS,
     _background,
     _colour,
+    balanced_verbs,
     digit_pools,
     sprite_alpha,
     up_to_date,
@@ -151,12 +152,10 @@ def _clips(
     num_train: int, num_val: int, num_frames: int, size: int, rng: np.random.Generator
 ) -> Iterator[tuple[str, np.ndarray, int, int]]:
     images, targets, pools = digit_pools()
-    for split, count in (("train", num_train), ("val", num_val)):
-        verbs = rng.permutation(np.arange(count) % len(VERBS))  # balanced classes, random order
-        for verb in verbs:
-            ids = rng.choice(pools[split], size=2)
-            scene, about = sample_scene(int(verb), (images[ids[0]], images[ids[1]]), num_frames, size, rng)
-            yield split, scene.render(), int(verb), int(targets[ids[about]])
+    for split, verb in balanced_verbs(num_train, num_val, len(VERBS), rng):
+        ids = rng.choice(pools[split], size=2)
+        scene, about = sample_scene(verb, (images[ids[0]], images[ids[1]]), num_frames, size, rng)
+        yield split, scene.render(), verb, int(targets[ids[about]])
 
 
 def generate_moving_digits_hard(
