@@ -97,27 +97,24 @@ def test_fused_optimiser_on_cpu_and_cuda_only_when_unset() -> None:
     assert fused_optimizer(torch.optim.LBFGS, torch.device("cpu")) is torch.optim.LBFGS  # no fused kernel
 
 
-@pytest.mark.parametrize("algorithm", ["norm", "value"])
-def test_bf16_autocast_clips_the_gradients_of_the_fused_optimiser(algorithm: str) -> None:
-    """trainer=gpu's bf16-mixed with gradient_clip_val and the fused AdamW: Lightning refuses to clip for a fused
-    optimiser under autocast (guarding fp16's gradient scaler, which bf16 does not use); the model clips them."""
+def fit_one_step(**trainer_options):
+    """A tiny VideoClassifier (AdamW) after one CPU training step under ``trainer_options``, and its trainer."""
     import lightning as L
 
     model = VideoClassifier(tiny(pool="mean"), partial(torch.optim.AdamW, lr=1e-3))
     batches = [{"video": torch.randn(2, 3, 4, 16, 16), "label": torch.tensor([0, 3])}]
-    clip = 1e-4  # far below the gradients' norm and largest value: clipping shows
-    trainer = L.Trainer(
-        accelerator="cpu",
-        precision="bf16-mixed",
-        gradient_clip_val=clip,
-        gradient_clip_algorithm=algorithm,
-        max_steps=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    quiet = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = L.Trainer(accelerator="cpu", max_steps=1, **quiet, **trainer_options)
     trainer.fit(model, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
+    return model, trainer
+
+
+@pytest.mark.parametrize("algorithm", ["norm", "value"])
+def test_bf16_autocast_clips_the_gradients_of_the_fused_optimiser(algorithm: str) -> None:
+    """trainer=gpu's bf16-mixed with gradient_clip_val and the fused AdamW: Lightning refuses to clip for a fused
+    optimiser under autocast (guarding fp16's gradient scaler, which bf16 does not use); the model clips them."""
+    clip = 1e-4  # far below the gradients' norm and largest value: clipping shows
+    model, trainer = fit_one_step(precision="bf16-mixed", gradient_clip_val=clip, gradient_clip_algorithm=algorithm)
     assert trainer.optimizers[0].defaults["fused"]
     gradients = [p.grad for p in model.parameters() if p.grad is not None]
     if algorithm == "norm":
@@ -129,24 +126,10 @@ def test_bf16_autocast_clips_the_gradients_of_the_fused_optimiser(algorithm: str
 def test_fp16_with_gradient_clipping_takes_the_per_tensor_optimiser() -> None:
     """fp16 autocast has a gradient scaler, which must unscale before clipping: the optimiser is not fused there
     (a fused one unscales inside its step, after the clip), and training runs."""
-    import lightning as L
-
-    model = VideoClassifier(tiny(pool="mean"), partial(torch.optim.AdamW, lr=1e-3))
-    batches = [{"video": torch.randn(2, 3, 4, 16, 16), "label": torch.tensor([0, 3])}]
     from lightning.pytorch.plugins.precision import MixedPrecision
 
     fp16 = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu"))  # on CUDA, Lightning's own choice
-    trainer = L.Trainer(
-        accelerator="cpu",
-        plugins=[fp16],
-        gradient_clip_val=1.0,
-        max_steps=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(model, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
+    _, trainer = fit_one_step(plugins=[fp16], gradient_clip_val=1.0)
     assert not trainer.optimizers[0].defaults["fused"]
     assert trainer.global_step == 1
 
