@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
 import vivit.config  # noqa: E402,F401  (the resolvers of conf/)
 from vivit.checkpoints import load_model  # noqa: E402
+from vivit.data.moving_digits_hard import VERBS  # noqa: E402
 from vivit.report import AVERAGED, collect, varying_axes  # noqa: E402
 
 PAIRS = ("order", "reversal", "in front/behind")
@@ -38,7 +39,7 @@ def pair_accuracies(checkpoint: Path) -> dict[str, float]:
     right_pair = []
     with torch.no_grad():
         for batch in datamodule.val_dataloader():
-            predicted = model(batch["video"])[:, :6].argmax(-1)  # the verb head (the first)
+            predicted = model(batch["video"])[:, : len(VERBS)].argmax(-1)  # the verb head (the first)
             for label, guess in zip(batch["label"].view(len(predicted), -1)[:, 0].tolist(), predicted.tolist()):
                 right_pair.append(guess // 2 == label // 2)
                 if right_pair[-1]:  # within the pair: of the clips put in the right pair, those in the right class

@@ -166,7 +166,7 @@ def write_video(path: Path, frames: np.ndarray, fps: int) -> None:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
-        stream.codec_context.thread_count = 1  # byte-identical output across runs (and _yuv420p)
+        stream.codec_context.thread_count = 1  # byte-identical output across runs (with _yuv420p's frames)
         if codec == "libx264":
             stream.options = {"crf": "15", "preset": "fast"}
         elif codec == "mpeg4":
@@ -217,9 +217,10 @@ def generate_moving_digits(
     replaced; nothing else under ``root`` is touched.
     """
     params = dict(num_train=num_train, num_val=num_val, num_frames=num_frames, size=size, fps=fps, seed=seed)
-    if not up_to_date(root, params | {"version": _FORMAT_VERSION}):
+    params.update(version=_FORMAT_VERSION)
+    if not up_to_date(root, params):
         clips = _moving_digit_clips(num_train, num_val, num_frames, size, np.random.default_rng(seed))
-        write_dataset(root, params | {"version": _FORMAT_VERSION}, clips, (VERBS, "motion"), (NOUNS, "digit"))
+        write_dataset(root, params, clips, (VERBS, "motion"), (NOUNS, "digit"))
 
 
 def _moving_digit_clips(

@@ -50,6 +50,7 @@ VERBS = (
 )
 _FORMAT_VERSION = 1  # bump when the rendering changes, so old copies are regenerated
 MARGIN = 4  # background texture beyond the frame on each side, for the pan and the shake
+BLOB = np.outer(np.hanning(6)[1:-1], np.hanning(6)[1:-1]) * 1.6  # a distractor's (4, 4) intensity
 
 
 @dataclass(frozen=True)
@@ -110,8 +111,7 @@ def sample_scene(
     for _ in range(2):  # small blobs drifting across, behind the digits
         start, velocity = rng.uniform(0, size, size=2), rng.uniform(-2.0, 2.0, size=2)
         path = start + velocity * np.arange(t)[:, None]
-        blob = np.outer(np.hanning(6)[1:-1], np.hanning(6)[1:-1]) * 1.6
-        clutter.append(Sprite(blob, _colour(rng) * rng.uniform(0.5, 0.9), path[:, 0], path[:, 1], rng.uniform(4, 6)))
+        clutter.append(Sprite(BLOB, _colour(rng) * rng.uniform(0.5, 0.9), path[:, 0], path[:, 1], rng.uniform(4, 6)))
     colours = (_colour(rng), _colour(rng))
     side = rng.uniform(0.3, 0.36, size=2) * size  # ~10-11 px at 32
     u = rng.uniform(0.0, 1.0, size=6)  # the class's positions, as fractions of their free ranges
