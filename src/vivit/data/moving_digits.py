@@ -166,7 +166,7 @@ def write_video(path: Path, frames: np.ndarray, fps: int) -> None:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
-        stream.codec_context.thread_count = 1  # byte-identical output across runs (with _yuv420p's frames)
+        stream.codec_context.thread_count = 1  # as repeatable as the encoder allows (and _yuv420p)
         if codec == "libx264":
             stream.options = {"crf": "15", "preset": "fast"}
         elif codec == "mpeg4":
@@ -180,8 +180,8 @@ def write_video(path: Path, frames: np.ndarray, fps: int) -> None:
 
 def _yuv420p(image: np.ndarray) -> av.VideoFrame:
     """The uint8 (H, W, 3) RGB image as a yuv420p frame, converted before the encoder sees it: handed RGB frames,
-    the encoders' own conversion made the same frames encode differently from run to run (in up to half the
-    videos, decoding 1-2 grey levels apart on average)."""
+    libx264 encoded the same frames differently from run to run in up to half the videos (decoding 1-2 grey
+    levels apart on average); converted first, rarely (seen once in a full test run)."""
     yuv = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p").to_ndarray()
     return av.VideoFrame.from_ndarray(yuv, format="yuv420p")
 
