@@ -9,7 +9,7 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
-from vivit.data import VideoDataModule
+from vivit.data import VideoDataModule, transforms
 from vivit.data.transforms import ClipRandAugment, Photometric, adjust_hue, clip_transform
 
 EVERYTHING = dict(
@@ -44,13 +44,40 @@ def test_every_frame_gets_the_same_random_ops() -> None:
 @pytest.mark.parametrize("op", list(ClipRandAugment.OPS))
 def test_each_randaugment_op_is_the_same_on_every_frame(op: str) -> None:
     ra = ClipRandAugment(1, 15)
-    frame = torch.randint(0, 256, (1, 3, 40, 48), dtype=torch.uint8)
-    video = tv_tensors.Video(frame.expand(4, 3, 40, 48).clone())  # (T, C, H, W) uint8
-    out = ra.apply(video, [(op, ra.argument(op), (5, 7, 10, 12) if op == "Cutout" else None)])
-    assert isinstance(out, tv_tensors.Video) and out.dtype == torch.uint8 and out.shape == video.shape
-    assert (out == out[:1]).all()
+    frame = torch.randint(0, 256, (1, 1, 3, 40, 48), dtype=torch.uint8)
+    video = frame.expand(2, 4, 3, 40, 48).clone()  # (B, T, C, H, W) uint8
+    boxes = [(5, 7, 10, 12), (0, 30, 20, 18)]
+    out = ra.run(op, video, [(ra.argument(op), box if op == "Cutout" else None) for box in boxes])
+    assert out.dtype == torch.uint8 and out.shape == video.shape
+    assert (out == out[:, :1]).all()
     unchanged = ("Identity", "AutoContrast", "Solarize")  # noise already spans 0-255; level 15 solarizes nothing
     assert torch.equal(out, video) == (op in unchanged)
+    if op == "Cutout":  # each clip its own square
+        assert (out[0, ..., 5:15, 7:19] == 128).all() and (out[1, ..., 0:20, 30:48] == 128).all()
+        assert not (out[0, ..., 0:20, 30:48] == 128).all()
+
+
+def test_a_batch_of_clips_is_augmented_as_each_clip_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batched ops (each op on all the clips that drew it at that step, as on a GPU) give each clip exactly what
+    its own draws give it alone, as in a loader worker: clips with and without colour jitter, RandAugment with
+    Cutout, none."""
+    monkeypatch.setattr(transforms, "CPU_CHUNK", 10**6)  # the GPU's batched path, here on the CPU
+    photometric = Photometric(colour_jitter_prob=0.7, randaugment_layers=2, randaugment_magnitude=15)
+    generator = torch.Generator().manual_seed(2)
+    video = torch.randint(0, 256, (12, 6, 3, 20, 24), dtype=torch.uint8, generator=generator)
+    torch.manual_seed(3)
+    params = [photometric.draw(20, 24) for _ in range(11)] + [None]
+    assert any(p["colour"] is None for p in params[:-1]) and any(p["colour"] is not None for p in params[:-1])
+    assert len({tuple(op for op, *_ in p["randaugment"]) for p in params[:-1]}) > 5
+    given = video.clone()
+    batch = photometric.apply(video, params)
+    assert torch.equal(video, given)  # the caller's clips are not written to
+    for clip, p in enumerate(params):
+        alone = photometric.apply(video[clip : clip + 1], [p])[0]
+        assert torch.equal(batch[clip], alone), clip
+    assert torch.equal(batch[-1], video[-1])
+    monkeypatch.undo()  # and the CPU's path, clip by clip in chunks of frames, gives the same
+    assert torch.equal(photometric.apply(video, params), batch)
 
 
 def test_randaugment_magnitude_is_the_papers_scale() -> None:
@@ -83,7 +110,7 @@ def test_colour_jitter_is_torchvisions_up_to_float_rounding() -> None:
     for seed in range(10):
         torch.manual_seed(seed)
         params = photometric.draw(48, 48)
-        ours = photometric.apply(frames, params).int()
+        ours = photometric.apply(frames[None], [params])[0].int()
         theirs = photometric.colour_jitter.transform(tv_tensors.Video(frames), params["colour"]).int()
         assert (ours - theirs).abs().max() <= 1 and (ours != theirs).float().mean() < 1e-3, seed
 

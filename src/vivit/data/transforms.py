@@ -13,6 +13,7 @@ flip, colour jitter and RandAugment ops):
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -126,6 +127,65 @@ class ClipGeometry:
 RandAugmentOp = tuple[str, float, tuple[int, int, int, int] | None]  # op, argument, Cutout's box (top, left, h, w)
 
 
+def to_device(values: Sequence[float] | Tensor, device: torch.device, dtype: torch.dtype = torch.float32) -> Tensor:
+    """A few host values as a tensor on ``device``, without waiting: a copy from pageable memory to a GPU first waits
+    for all the work queued on it (a sync, which stalls the training step's pipeline); from pinned memory it is
+    queued like a kernel."""
+    tensor = torch.as_tensor(values, dtype=dtype)
+    return tensor.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else tensor.to(device)
+
+
+def per_clip(values: Sequence[float], video: Tensor, dims: int) -> Tensor:
+    """One float32 value per clip of ``video``, shaped to broadcast against a ``dims``-dimensional batch of clips;
+    each value rounded from float64 once, as torchvision rounds a Python float argument."""
+    values = torch.tensor(values, dtype=torch.float64).to(torch.float32)
+    return to_device(values, video.device).view(-1, *[1] * (dims - 1))
+
+
+def blend(video: Tensor, other: Tensor, ratio: Sequence[float]) -> Tensor:
+    """torchvision's uint8 ``_blend`` with one ratio per clip: ``ratio * video + (1 - ratio) * other``, clamped and
+    truncated. torchvision fuses the multiply-add on some devices, so a value can round 1 off theirs (rarely)."""
+    weight = per_clip(ratio, video, video.ndim)
+    rest = per_clip([1.0 - r for r in ratio], video, video.ndim)
+    return video.mul(weight).add_(other.mul(rest)).clamp_(0, 255).to(torch.uint8)
+
+
+def grey(video: Tensor) -> Tensor:
+    """The luma of uint8 RGB frames ``(..., 3, H, W)`` -> ``(..., 1, H, W)``, floored to uint8, as torchvision's."""
+    return F.rgb_to_grayscale(video)
+
+
+def adjust_hue(video: Tensor, hue_factor: float | Tensor) -> Tensor:
+    """torchvision's ``F.adjust_hue`` of uint8 RGB ``(..., 3, H, W)``, the same up to float rounding (about one value
+    in 10^4 is 1 off) and about twice as fast on a CPU; ``hue_factor`` a number or a tensor that broadcasts against
+    ``(..., H, W)`` (one per clip). Turning the hue keeps each pixel's maximum and range; each channel then follows
+    from the new hue ``h`` (in sixths of the circle) in closed form, ``max - range * clamp(min(k, 4 - k), 0, 1)``
+    with ``k = (h + n) mod 6`` (:data:`HUE_SIXTHS`), instead of torchvision's full HSV round trip and its per-pixel
+    table lookup."""
+    x = video.as_subclass(Tensor).to(torch.float32)
+    r, g, b = x.unbind(-3)
+    top = torch.maximum(torch.maximum(r, g), b)
+    span = top - torch.minimum(torch.minimum(r, g), b)
+    red, green = top == r, top == g  # the maximum's channel, red first, then green, as torchvision's
+    turn = 6 * hue_factor
+    hue = torch.where(red, g - b, torch.where(green, b - r, r - g)).div_(span.clamp(min=1))
+    hue += torch.where(red, turn, torch.where(green, turn + 2, turn + 4))  # turned, in sixths
+    k = (hue.unsqueeze(-3) + to_device(HUE_SIXTHS, x.device).view(3, 1, 1)).remainder_(6)
+    weight = k.sub_(2).abs_().neg_().add_(2).clamp_(0, 1)  # min(k, 4 - k) in [0, 1]
+    scale = 255.999 / 255  # torchvision's float -> uint8 conversion: x * (255 + 1 - 1e-3), truncated
+    out = torch.addcmul(top.mul_(scale).unsqueeze(-3), span.mul_(scale).unsqueeze(-3), weight, value=-1)
+    return tv_tensors.wrap(out.to(video.dtype), like=video)  # a Video stays one
+
+
+# torchvision's ColorJitter's ops, by the index that its draw orders them with: (name, batch of clips, factors) -> clips
+COLOUR_OPS: dict[str, Callable[[Tensor, Sequence[float]], Tensor]] = {
+    "brightness": lambda video, f: video.mul(per_clip(f, video, video.ndim)).clamp_(0, 255).to(torch.uint8),
+    "contrast": lambda video, f: blend(video, grey(video).float().mean((-3, -2, -1), keepdim=True), f),
+    "saturation": lambda video, f: blend(video, grey(video), f),
+    "hue": lambda video, f: adjust_hue(video, per_clip(f, video, video.ndim - 1)),
+}
+
+
 class ClipRandAugment:
     """RandAugment as ViViT's code runs it (Scenic's ``video_ops``, after tensorflow/models' ``augment.py``).
 
@@ -140,7 +200,8 @@ class ClipRandAugment:
     torchvision's functionals; image statistics (contrast's mean, equalise and autocontrast histograms) are per
     frame, as torchvision computes them for videos; Scenic computes them over the clip.
 
-    :meth:`draw` makes every random choice (ops, Cutout's square) and :meth:`apply` applies them, on any device.
+    :meth:`draw` makes every random choice (ops, Cutout's square); :meth:`run` applies one op to a batch of clips
+    that drew it, on any device.
     """
 
     # op -> its argument at level L / 10 (float32, as the arguments were first computed here), None: it has none
@@ -185,58 +246,32 @@ class ClipRandAugment:
             ops.append((op, magnitude, box))
         return ops
 
-    def apply(self, video: Tensor, ops: list[RandAugmentOp]) -> Tensor:
-        """``ops`` from :meth:`draw` applied to a uint8 ``(T, C, H, W)`` ``tv_tensors.Video``."""
-        for op, magnitude, box in ops:
-            if op in self.PLAIN:
-                video = self.PLAIN[op](video)
-            elif op in self.ENHANCE:
-                video = self.ENHANCE[op](video, 1.0 + magnitude)
-            elif op == "Posterize":
-                video = F.posterize(video, bits=int(magnitude))
-            elif op == "Solarize":
-                video = video if magnitude > 255 else F.solarize(video, threshold=magnitude)
-            elif op == "SolarizeAdd":
-                added = (video.to(torch.int16) + int(magnitude)).clamp(0, 255).to(video.dtype)
-                video = tv_tensors.wrap(torch.where(video < 128, added, video), like=video)
-            elif op == "Cutout":
-                video = F.erase(video, *box, v=torch.tensor(128, dtype=video.dtype, device=video.device))
-        return video
-
-    def __call__(self, video: Tensor) -> Tensor:
-        return self.apply(video, self.draw(*F.get_size(video)))
+    @classmethod
+    def run(cls, op: str, video: Tensor, draws: Sequence[tuple[float, tuple[int, int, int, int] | None]]) -> Tensor:
+        """``op`` applied to uint8 clips ``(N, T, C, H, W)``, with each clip's ``(argument, Cutout box)`` draw (the
+        argument is the magnitude's, the same for every clip)."""
+        magnitude = draws[0][0]
+        if op in cls.PLAIN:
+            return cls.PLAIN[op](video)
+        if op in cls.ENHANCE:
+            return cls.ENHANCE[op](video, 1.0 + magnitude)
+        if op == "Posterize":
+            return F.posterize(video, bits=int(magnitude))
+        if op == "Solarize":
+            return video if magnitude > 255 else F.solarize(video, threshold=magnitude)
+        if op == "SolarizeAdd":
+            return torch.where(
+                video < 128, (video.to(torch.int16) + int(magnitude)).clamp(0, 255).to(video.dtype), video
+            )
+        if op == "Cutout":
+            video = video.clone()
+            for clip, (_, (top, left, height, width)) in zip(video, draws, strict=True):
+                clip[..., top : top + height, left : left + width] = 128
+            return video
+        raise ValueError(f"unknown RandAugment op {op!r}: one of {list(cls.OPS)}")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(num_ops={self.num_ops}, magnitude={self.magnitude})"
-
-
-def adjust_hue(video: Tensor, hue_factor: float) -> Tensor:
-    """torchvision's ``F.adjust_hue`` of uint8 RGB ``(..., 3, H, W)``, the same up to float rounding (about one value
-    in 10^4 is 1 off) and about twice as fast on a CPU. Turning the hue keeps each pixel's maximum and range; each
-    channel then follows from the new hue ``h`` (in sixths of the circle) in closed form, ``max - range * clamp(min(k,
-    4 - k), 0, 1)`` with ``k = (h + n) mod 6`` (:data:`HUE_SIXTHS`), instead of torchvision's full HSV round trip and
-    its per-pixel table lookup."""
-    x = video.as_subclass(Tensor).to(torch.float32)
-    r, g, b = x.unbind(-3)
-    top = torch.maximum(torch.maximum(r, g), b)
-    span = top - torch.minimum(torch.minimum(r, g), b)
-    red, green = top == r, top == g  # the maximum's channel, red first, then green, as torchvision's
-    turn = 6 * hue_factor
-    hue = torch.where(red, g - b, torch.where(green, b - r, r - g)).div_(span.clamp(min=1))
-    hue += torch.where(red, turn, torch.where(green, turn + 2, turn + 4))  # turned, in sixths
-    k = (hue.unsqueeze(-3) + torch.tensor(HUE_SIXTHS, device=x.device).view(3, 1, 1)).remainder_(6)
-    weight = k.sub_(2).abs_().neg_().add_(2).clamp_(0, 1)  # min(k, 4 - k) in [0, 1]
-    scale = 255.999 / 255  # torchvision's float -> uint8 conversion: x * (255 + 1 - 1e-3), truncated
-    out = torch.addcmul(top.mul_(scale).unsqueeze(-3), span.mul_(scale).unsqueeze(-3), weight, value=-1)
-    return tv_tensors.wrap(out.to(video.dtype), like=video)  # a Video stays one
-
-
-COLOUR_OPS = (  # torchvision's ColorJitter's ops, by the index that its draw orders them with
-    (F.adjust_brightness, "brightness_factor"),
-    (F.adjust_contrast, "contrast_factor"),
-    (F.adjust_saturation, "saturation_factor"),
-    (adjust_hue, "hue_factor"),
-)
 
 
 class Photometric:
@@ -244,8 +279,8 @@ class Photometric:
     (:class:`ClipRandAugment`; off when ``randaugment_layers`` or ``randaugment_magnitude`` is 0 or None).
 
     :meth:`draw` makes the clip's random choices, in the loader worker under the clip's seed; :meth:`apply`
-    applies them to a uint8 ``(T, C, H, W)`` clip on any device, in the worker or after the transfer to a
-    GPU, with the same result.
+    applies them to a batch of uint8 clips on any device, in the worker (a batch of one) or after the transfer to
+    a GPU, with the same result.
     """
 
     def __init__(self, colour_jitter_prob: float = 0.0, randaugment_layers: int = 0, randaugment_magnitude=None):
@@ -264,20 +299,51 @@ class Photometric:
         ops = self.randaugment.draw(height, width) if self.randaugment is not None else []
         return {"colour": colour, "randaugment": ops}
 
-    def apply(self, video: Tensor, params: PhotometricParams) -> Tensor:
-        """Every op works on each frame alone (its statistics too), so on a CPU the clip goes through in chunks
-        of :data:`CPU_CHUNK` frames, whose float intermediates stay in the cache: about twice as fast, same result."""
-        if video.device.type == "cpu" and len(video) > CPU_CHUNK:
-            return torch.cat([self.apply(chunk, params) for chunk in video.split(CPU_CHUNK)])
-        video = tv_tensors.Video(video)
-        if params["colour"] is not None:  # as ColorJitter applies its draw, with the faster hue
+    @staticmethod
+    def steps(params: PhotometricParams | None) -> list[tuple[str, Any]]:
+        """A clip's ops in the order they apply, each with its argument: ColorJitter's in its drawn order (an op whose
+        factor it did not draw left out), then RandAugment's layers."""
+        if params is None:
+            return []
+        steps = []
+        if params["colour"] is not None:
             for index in params["colour"]["fn_idx"].tolist():
-                op, factor = COLOUR_OPS[index]
-                if params["colour"][factor] is not None:
-                    video = op(video, params["colour"][factor])
-        if params["randaugment"]:
-            video = self.randaugment.apply(video, params["randaugment"])
-        return video.as_subclass(Tensor)
+                name = list(COLOUR_OPS)[index]
+                if (factor := params["colour"][f"{name}_factor"]) is not None:
+                    steps.append((name, float(factor)))
+        return steps + [(op, (magnitude, box)) for op, magnitude, box in params["randaugment"]]
+
+    def apply(self, video: Tensor, params: Sequence[PhotometricParams | None]) -> Tensor:
+        """uint8 clips ``(B, T, C, H, W)``, each with its :meth:`draw` (None: none), augmented. On a GPU, batched:
+        the k-th op of every clip that drew the same one runs as one call on those clips, so a batch costs a few
+        dozen calls rather than hundreds. On a CPU, where a call costs little, clip by clip: every op works on each
+        frame alone (its statistics too), so a clip goes through in chunks of :data:`CPU_CHUNK` frames, whose float
+        intermediates stay in the cache (about twice as fast). The result is the same either way."""
+        if video.device.type == "cpu" and video.shape[0] * video.shape[1] > CPU_CHUNK:
+            return torch.stack(
+                [
+                    torch.cat([self.apply(chunk[None], [p])[0] for chunk in clip.split(CPU_CHUNK)]) if p else clip
+                    for clip, p in zip(video, params, strict=True)
+                ]
+            )
+        plans = [self.steps(p) for p in params]
+        given = video
+        for k in range(max(map(len, plans), default=0)):
+            groups: dict[str, list[int]] = {}
+            for clip, plan in enumerate(plans):
+                if k < len(plan):
+                    groups.setdefault(plan[k][0], []).append(clip)
+            for op, clips in groups.items():
+                run = COLOUR_OPS.get(op) or partial(ClipRandAugment.run, op)
+                args = [plans[clip][k][1] for clip in clips]
+                if len(clips) == len(video):
+                    video = run(video, args)
+                    continue
+                if video is given:  # the caller's tensor is not written to
+                    video = video.clone()
+                index = to_device(clips, video.device, torch.int64)
+                video[index] = run(video[index], args)
+        return video
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(colour_jitter_prob={self.colour_jitter_prob}, randaugment={self.randaugment})"
@@ -287,8 +353,8 @@ def normalise(video: Tensor, mean: Sequence[float], std: Sequence[float]) -> Ten
     """uint8 ``(C, T, H, W)`` or ``(B, C, T, H, W)`` -> contiguous float32 ``(x / 255 - mean) / std`` (0.5/0.5 gives
     [-1, 1]), as one multiply-add: three times faster than four passes on a clip's permuted view."""
     shape = (len(mean), 1, 1, 1)
-    scale = torch.tensor([1 / (255 * s) for s in std], device=video.device).view(shape)
-    shift = torch.tensor([-m / s for m, s in zip(mean, std, strict=True)], device=video.device).view(shape)
+    scale = to_device([1 / (255 * s) for s in std], video.device).view(shape)
+    shift = to_device([-m / s for m, s in zip(mean, std, strict=True)], video.device).view(shape)
     out = torch.empty(video.shape, dtype=torch.float32, device=video.device)  # contiguous, whatever the input's strides
     return out.copy_(video).mul_(scale).add_(shift)
 
@@ -302,11 +368,9 @@ def finish_clips(
 ) -> Tensor:
     """The clips of a batch from :meth:`ClipTransform.prepare`, uint8 ``(B, C, T, H, W)`` on any device, each
     with its photometric draws (None: none), augmented and normalised: float ``(B, C, T, H, W)``."""
-    clips = [
-        clip if p is None else photometric.apply(clip.transpose(0, 1), p).transpose(0, 1)
-        for clip, p in zip(video, params, strict=True)
-    ]
-    return normalise(torch.stack(clips) if clips else video, mean, std)
+    if any(p is not None for p in params):
+        video = photometric.apply(video.transpose(1, 2), params).transpose(1, 2)
+    return normalise(video, mean, std)
 
 
 class ClipTransform:
