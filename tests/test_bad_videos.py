@@ -17,6 +17,7 @@ from vivit.data import VideoDecodeError, VideoRecord, read_epic_kitchens_100
 from vivit.data.clips import VideoClipDataset, collate_clips
 from vivit.data.decoding import count_frames
 from vivit.data.moving_digits import write_video
+from vivit.data.resumable import EpochSampler
 from vivit.data.transforms import clip_transform
 from vivit.pipeline import build
 from vivit.training.bad_videos import BadVideos, MarkedCount
@@ -24,16 +25,18 @@ from vivit.training.bad_videos import BadVideos, MarkedCount
 KINDS = ("truncated", "empty", "no_video")
 
 
-def _spoilt(data_dir: Path, dest: Path, split: str, count: int) -> tuple[Path, list[str]]:
-    """A copy of the tiny built-in dataset whose first ``count`` videos of ``split`` cannot be decoded."""
+def _spoilt(data_dir: Path, dest: Path, split: str, count: int | list[int]) -> tuple[Path, list[str]]:
+    """A copy of the tiny built-in dataset whose first ``count`` videos of ``split`` (or those at the indices
+    ``count``) cannot be decoded."""
     root = dest / "moving_digits"
     shutil.copytree(data_dir / "moving_digits", root)
     records = read_epic_kitchens_100(root, split)
     assert len({r.path for r in records}) == len(records)  # one segment per video file
-    good = records[-1].path
-    for i, record in enumerate(records[:count]):
+    spoilt = [records[i] for i in (range(count) if isinstance(count, int) else count)]
+    good = next(r for r in reversed(records) if r not in spoilt).path
+    for i, record in enumerate(spoilt):
         write_bad_video(record.path, KINDS[i % len(KINDS)], good)
-    return root, [str(r.path) for r in records[:count]]
+    return root, [str(r.path) for r in spoilt]
 
 
 def _trainer(**kwargs) -> L.Trainer:
@@ -101,17 +104,36 @@ def test_bad_video_count_is_the_union_of_marks() -> None:
     assert count.compute() == 3
 
 
+def test_the_account_takes_in_every_process_marks_at_each_sync() -> None:
+    """The marks that Lightning's sync of the counts brings (the element-wise maximum over the processes) join the
+    process's own account, so that the checkpoint, which the first process writes, holds every process's."""
+    callback, count = BadVideos(), MarkedCount()
+    callback.bad_files = {"train": {"a"}}
+    callback.counts["train"] = (["a", "b", "c"], count)
+    count.update(torch.tensor([1.0, 0.0, 0.0]))
+    assert callback.state_dict() == {"bad_files": {"train": ["a"]}}  # not synced yet
+    count.marks = torch.tensor([1.0, 0.0, 1.0])  # as the max-reduce over the processes leaves them
+    assert count.compute() == 2
+    assert callback.state_dict() == {"bad_files": {"train": ["a", "c"]}}
+
+
 @pytest.mark.slow  # a 2-process run
 def test_ddp_run_counts_the_bad_videos_of_every_process(data_dir: Path, tmp_path: Path) -> None:
-    root, bad = _spoilt(data_dir, tmp_path, "train", 3)
+    """Bad videos that only the second process loads: counted, and in the checkpoint that the first one writes."""
+    seen_by_first = set()
+    for epoch in (0, 1):
+        sampler = EpochSampler(range(48), num_replicas=2, rank=0, seed=42)  # the run's order of clips
+        sampler.set_epoch(epoch)
+        seen_by_first.update(index for _, index in sampler)
+    root, bad = _spoilt(data_dir, tmp_path, "train", sorted(set(range(48)) - seen_by_first)[:3])
     run_dir = tmp_path / "run"
     ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]
     args = [*TINY_DATA, *TINY_NET, *ddp, "data.batch_size=4", f"data.root={root}", "data.max_bad_videos=0.1"]
-    proc = run_script("train", *args, "trainer.max_epochs=1", f"hydra.run.dir={run_dir}")
+    proc = run_script("train", *args, "seed=42", "trainer.max_epochs=2", f"hydra.run.dir={run_dir}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((run_dir / "results.json").read_text())["train/bad_videos"] == 3
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]["BadVideos"]
-    assert set(state["bad_files"].get("train", [])) <= set(bad)  # the first process's account
+    assert set(state["bad_files"]["train"]) == set(bad)  # taken in from the second process at the first sync
 
 
 def test_training_stops_naming_the_files_past_max_bad_videos(tiny_cfg, data_dir: Path, tmp_path: Path) -> None:

@@ -15,18 +15,21 @@ log = logging.getLogger(__name__)
 
 
 class MarkedCount(Metric):
-    """How many of N items are marked in any process: the sum of the element-wise maximum of (N,) marks."""
+    """How many of N items are marked in any process: the sum of the element-wise maximum of (N,) marks. ``union``
+    keeps the marks of its last compute: those of every process once Lightning has synced them."""
 
     full_state_update = False
 
     def __init__(self) -> None:
         super().__init__()
         self.add_state("marks", torch.zeros(0), dist_reduce_fx="max")
+        self.union = torch.zeros(0)
 
     def update(self, marks: torch.Tensor) -> None:
         self.marks = marks if self.marks.shape != marks.shape else torch.maximum(self.marks, marks)
 
     def compute(self) -> torch.Tensor:
+        self.union = self.marks.detach().cpu()  # called inside the sync: the marks of all processes
         return self.marks.sum()
 
 
@@ -41,7 +44,10 @@ class BadVideos(Callback):
     - stops training, naming them, once more than the fraction ``max_bad_videos`` of the training videos have
       failed (``data.max_bad_videos``, read from the datamodule);
     - logs ``<stage>/bad_videos`` at the end of each epoch: the videos of the stage that have failed so far in any
-      process (each process keeps the account of the videos it decoded; the checkpoint holds the first's).
+      process. Each process keeps the account of the videos it decoded, and takes in the other processes' when
+      Lightning syncs the logged counts (after each epoch's end hooks: no collective of its own, which could meet
+      another callback's); so under DDP the checkpoint holds every process's account up to the previous sync,
+      and the first process's since.
 
     It needs the datamodule's ``videos(split)`` (the split's distinct files) and does nothing for a datamodule
     without it. :class:`vivit.training.video_classifier.VideoClassifier` returns one instance from
@@ -50,7 +56,14 @@ class BadVideos(Callback):
 
     def __init__(self) -> None:
         self.bad_files: dict[str, set[str]] = {}  # split -> the videos that failed so far
-        self.counts: dict[str, MarkedCount] = {}  # split -> its logged count
+        self.counts: dict[str, tuple[list[str], MarkedCount]] = {}  # split -> its videos and logged count
+
+    def take_in_synced(self) -> None:
+        """Adds the videos that any process had marked at the last sync of the counts."""
+        for split, (videos, count) in self.counts.items():
+            if len(count.union) == len(videos):
+                marked = (video for video, mark in zip(videos, count.union.tolist(), strict=True) if mark)
+                self.bad_files.setdefault(split, set()).update(marked)
 
     @staticmethod
     def _videos(trainer: L.Trainer, split: str) -> list[str] | None:
@@ -101,8 +114,9 @@ class BadVideos(Callback):
         collective of its own here could meet another process's in another callback (a progress bar's)."""
         if (videos := self._videos(trainer, split)) is None:
             return
+        self.take_in_synced()
         bad = self.bad_files.get(split, set())
-        count = self.counts.setdefault(split, MarkedCount()).to(pl_module.device)
+        count = self.counts.setdefault(split, (videos, MarkedCount()))[1].to(pl_module.device)
         count.update(torch.tensor([float(video in bad) for video in videos], device=pl_module.device))
         name = f"{split}/bad_videos"
         pl_module.log(name, count, on_step=False, on_epoch=True, batch_size=1, metric_attribute=f"BadVideos.{name}")
@@ -117,6 +131,7 @@ class BadVideos(Callback):
         self.log_count(trainer, pl_module, "test")
 
     def state_dict(self) -> dict[str, dict[str, list[str]]]:
+        self.take_in_synced()
         return {"bad_files": {split: sorted(files) for split, files in self.bad_files.items()}}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
