@@ -12,10 +12,19 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import TINY_DATA, TINY_NET, compose_config, run_script, write_bad_video, write_cut_video
+from helpers import (
+    TINY_DATA,
+    TINY_NET,
+    VFR_TIMES_MS,
+    compose_config,
+    run_script,
+    write_bad_video,
+    write_cut_video,
+    write_vfr_video,
+)
 from vivit.data import VideoDecodeError, VideoRecord, read_epic_kitchens_100
 from vivit.data.clips import VideoClipDataset, collate_clips
-from vivit.data.decoding import count_frames
+from vivit.data.decoding import count_frames, decode_frames
 from vivit.data.moving_digits import write_video
 from vivit.data.resumable import EpochSampler
 from vivit.data.transforms import clip_transform
@@ -185,6 +194,22 @@ def test_a_video_that_ends_early_is_a_bad_video(suffix, keep, noise: bool, reaso
         count_frames(tmp_path / f"cut{suffix}")
     write_video(tmp_path / f"short{suffix}", np.zeros((4, 32, 32, 3), dtype=np.uint8), 12)
     assert count_frames(tmp_path / f"short{suffix}") == 4
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".webm"])
+def test_a_variable_frame_rate_video_is_whole_and_its_frames_are_found(suffix: str, tmp_path: Path) -> None:
+    """A VFR video with pauses is not taken for one cut short, and frame i is the i-th frame shown, whether the
+    decoder seeks or not; the same WebM cut short is."""
+    path = tmp_path / f"vfr{suffix}"
+    write_vfr_video(path)
+    assert count_frames(path) == len(VFR_TIMES_MS)
+    indices = [0, 3, 6, 10, 17, 18]
+    frames = decode_frames(path, indices)  # (T, H, W, 3)
+    assert np.abs(frames.mean(axis=(1, 2, 3)) - 10 * np.array(indices)).max() < 3
+    if suffix == ".webm":
+        path.write_bytes(path.read_bytes()[: int(path.stat().st_size * 0.8)])  # 12 of its 19 frames
+        with pytest.raises(VideoDecodeError, match="vfr.webm: it ends early"):
+            count_frames(path)
 
 
 def test_a_video_that_ends_early_is_named_in_evaluation(tmp_path: Path, caplog) -> None:
