@@ -9,8 +9,9 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
-from vivit.data import VideoDataModule, transforms
-from vivit.data.transforms import ClipRandAugment, Photometric, adjust_hue, clip_transform
+from vivit.data import VideoDataModule
+from vivit.data.photometric import ClipRandAugment, Photometric, adjust_hue
+from vivit.data.transforms import clip_transform
 
 EVERYTHING = dict(
     crop_size=24,
@@ -61,7 +62,7 @@ def test_a_batch_of_clips_is_augmented_as_each_clip_alone(monkeypatch: pytest.Mo
     """The batched ops (each op on all the clips that drew it at that step, as on a GPU) give each clip exactly what
     its own draws give it alone, as in a loader worker: clips with and without colour jitter, RandAugment with
     Cutout, none."""
-    monkeypatch.setattr(transforms, "CPU_CHUNK", 10**6)  # the GPU's batched path, here on the CPU
+    monkeypatch.setattr("vivit.data.photometric.CPU_CHUNK", 10**6)  # the GPU's batched path, here on the CPU
     photometric = Photometric(colour_jitter_prob=0.7, randaugment_layers=2, randaugment_magnitude=15)
     generator = torch.Generator().manual_seed(2)
     video = torch.randint(0, 256, (12, 6, 3, 20, 24), dtype=torch.uint8, generator=generator)

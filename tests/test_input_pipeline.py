@@ -17,9 +17,10 @@ from vivit.data.datamodule import VideoDataModule
 from vivit.data.epic_kitchens import read_epic_kitchens_100, read_epic_kitchens_class_names
 from vivit.data.kinetics import read_kinetics
 from vivit.data.loader_benchmark import kinetics_root, sample_video
+from vivit.data.photometric import Photometric, finish_clips
 from vivit.data.records import VideoRecord
 from vivit.data.sampling import clip_indices
-from vivit.data.transforms import ClipGeometry, Photometric, clip_transform, finish_clips
+from vivit.data.transforms import ClipGeometry, clip_transform
 
 
 def _smooth_frames(frames: int = 3, height: int = 120, width: int = 160) -> torch.Tensor:

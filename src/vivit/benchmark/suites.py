@@ -122,7 +122,7 @@ def measure_loader(bench: Bench, s: Setting, args: argparse.Namespace) -> None:
 def device_photometric(device: torch.device, batch: int = 16, frames: int = 32, size: int = 224) -> dict:
     """Milliseconds per batch of ``batch`` uint8 clips for ``finish_clips`` on ``device``: colour jitter (p = 0.8)
     with and without RandAugment (2 ops, level 15), and normalisation alone (evaluation)."""
-    from vivit.data.transforms import Photometric, finish_clips
+    from vivit.data.photometric import Photometric, finish_clips
 
     torch.manual_seed(0)
     video = torch.randint(0, 256, (batch, 3, frames, size, size), dtype=torch.uint8, device=device)

@@ -12,9 +12,9 @@ from torch import Tensor
 from torch.utils.data import Dataset, DistributedSampler, default_collate
 
 from vivit.data.decoding import VideoDecodeError, count_frames, decode_frames, frame_rate
+from vivit.data.photometric import PhotometricParams
 from vivit.data.records import VideoRecord
 from vivit.data.sampling import clip_indices
-from vivit.data.transforms import PhotometricParams
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class VideoClipDataset(Dataset):
     spatial crop): ``views = clips * crops``. Frames are read with the video backend ``decoder``; with
     ``target_fps``, ``stride`` counts frames at that rate (:func:`clip_indices`). A clip is decoded once for
     all its crops. With ``photometric_on_device``, an item's ``video`` is the uint8 clip and its
-    ``photometric`` the draws that :func:`~vivit.data.transforms.finish_clips` applies after the transfer.
+    ``photometric`` the draws that :func:`~vivit.data.photometric.finish_clips` applies after the transfer.
     """
 
     def __init__(

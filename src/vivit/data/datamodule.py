@@ -13,9 +13,10 @@ from torch.utils.data import DataLoader
 from vivit.data.annotations import UnlabelledSplitError, layout_error
 from vivit.data.clips import Batch, VideoClipDataset, WholeVideoSampler, collate_clips
 from vivit.data.decoding import get_decoder
+from vivit.data.photometric import Photometric, finish_clips
 from vivit.data.records import VideoRecord
 from vivit.data.resumable import ResumableLoader
-from vivit.data.transforms import Photometric, clip_transform, finish_clips
+from vivit.data.transforms import clip_transform
 
 log = logging.getLogger(__name__)
 

@@ -35,9 +35,10 @@ from vivit.data import decoding
 from vivit.data.clips import VideoClipDataset, collate_clips
 from vivit.data.datamodule import VideoDataModule
 from vivit.data.kinetics import read_kinetics
+from vivit.data.photometric import normalise
 from vivit.data.records import VideoRecord
 from vivit.data.sampling import clip_indices
-from vivit.data.transforms import clip_transform, normalise
+from vivit.data.transforms import clip_transform
 
 SAMPLES = ("bikes.mp4", "bigbuckbunny.mp4")  # 640x272 H.264 with B-frames, 25 fps, 10 s; 1280x720 with audio
 STAGES = ("open_index", "decode", "geometry", "photometric", "normalise")  # then collate, per batch

@@ -5,31 +5,23 @@ flip, colour jitter and RandAugment ops):
 
 1. geometry (:class:`ClipGeometry`), in the loader: the crop box, scale jitter included, is drawn in the
    source frame's pixels and only that region is resized, in uint8; then the flip;
-2. photometric (:class:`Photometric`): colour jitter and RandAugment, drawn in the loader (so they follow the
-   clip's seed) and applied there or, batched, on the GPU after the transfer (``data.photometric_on``);
+2. photometric (:class:`~vivit.data.photometric.Photometric`): colour jitter and RandAugment, drawn in the loader
+   (so they follow the clip's seed) and applied there or, batched, on the GPU after the transfer
+   (``data.photometric_on``);
 3. normalisation: ``(x / 255 - mean) / std``, the only step in float.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from functools import partial
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
-from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-# DMVR's colour augmentation (ViViT's Kinetics configs, vivit_paper.md §4). torchvision's brightness is a
-# factor in [1 - 32/255, 1 + 32/255]; DMVR adds a delta of at most 32/255 instead.
-COLOUR_JITTER = dict(brightness=32 / 255, contrast=(0.6, 1.4), saturation=(0.6, 1.4), hue=0.2)
-
-CPU_CHUNK = 4  # frames per chunk of the photometric ops on a CPU
-PhotometricParams = dict[str, Any]  # what Photometric.draw returns: colour jitter's and RandAugment's draws
-HUE_SIXTHS = (5.0, 3.0, 1.0)  # red, green, blue: where each channel's ramp sits on the hue circle, in sixths
+from vivit.data.photometric import Photometric, PhotometricParams, finish_clips
 
 
 class ClipGeometry:
@@ -122,255 +114,6 @@ class ClipGeometry:
             f"{type(self).__name__}(train={self.train}, crop_size={self.size}, min_resize={self.min_resize}, "
             f"scale_jitter={self.scale_jitter}, hflip_prob={self.hflip_prob}, crop={self.crop})"
         )
-
-
-RandAugmentOp = tuple[str, float, tuple[int, int, int, int] | None]  # op, argument, Cutout's box (top, left, h, w)
-
-
-def to_device(values: Sequence[float] | Tensor, device: torch.device, dtype: torch.dtype = torch.float32) -> Tensor:
-    """A few host values as a tensor on ``device``, without waiting: a copy from pageable memory to a GPU first waits
-    for all the work queued on it (a sync, which stalls the training step's pipeline); from pinned memory it is
-    queued like a kernel."""
-    tensor = torch.as_tensor(values, dtype=dtype)
-    return tensor.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else tensor.to(device)
-
-
-def per_clip(values: Sequence[float], video: Tensor, dims: int) -> Tensor:
-    """One float32 value per clip of ``video``, shaped to broadcast against a ``dims``-dimensional batch of clips;
-    each value rounded from float64 once, as torchvision rounds a Python float argument."""
-    values = torch.tensor(values, dtype=torch.float64).to(torch.float32)
-    return to_device(values, video.device).view(-1, *[1] * (dims - 1))
-
-
-def blend(video: Tensor, other: Tensor, ratio: Sequence[float]) -> Tensor:
-    """torchvision's uint8 ``_blend`` with one ratio per clip: ``ratio * video + (1 - ratio) * other``, clamped and
-    truncated. torchvision fuses the multiply-add on some devices, so a value can round 1 off theirs (rarely)."""
-    weight = per_clip(ratio, video, video.ndim)
-    rest = per_clip([1.0 - r for r in ratio], video, video.ndim)
-    return video.mul(weight).add_(other.mul(rest)).clamp_(0, 255).to(torch.uint8)
-
-
-def grey(video: Tensor) -> Tensor:
-    """The luma of uint8 RGB frames ``(..., 3, H, W)`` -> ``(..., 1, H, W)``, floored to uint8, as torchvision's."""
-    return F.rgb_to_grayscale(video)
-
-
-def adjust_hue(video: Tensor, hue_factor: float | Tensor) -> Tensor:
-    """torchvision's ``F.adjust_hue`` of uint8 RGB ``(..., 3, H, W)``, the same up to float rounding (about one value
-    in 10^4 is 1 off) and about twice as fast on a CPU; ``hue_factor`` a number or a tensor that broadcasts against
-    ``(..., H, W)`` (one per clip). Turning the hue keeps each pixel's maximum and range; each channel then follows
-    from the new hue ``h`` (in sixths of the circle) in closed form, ``max - range * clamp(min(k, 4 - k), 0, 1)``
-    with ``k = (h + n) mod 6`` (:data:`HUE_SIXTHS`), instead of torchvision's full HSV round trip and its per-pixel
-    table lookup."""
-    x = video.as_subclass(Tensor).to(torch.float32)
-    r, g, b = x.unbind(-3)
-    top = torch.maximum(torch.maximum(r, g), b)
-    span = top - torch.minimum(torch.minimum(r, g), b)
-    red, green = top == r, top == g  # the maximum's channel, red first, then green, as torchvision's
-    turn = 6 * hue_factor
-    hue = torch.where(red, g - b, torch.where(green, b - r, r - g)).div_(span.clamp(min=1))
-    hue += torch.where(red, turn, torch.where(green, turn + 2, turn + 4))  # turned, in sixths
-    k = (hue.unsqueeze(-3) + to_device(HUE_SIXTHS, x.device).view(3, 1, 1)).remainder_(6)
-    weight = k.sub_(2).abs_().neg_().add_(2).clamp_(0, 1)  # min(k, 4 - k) in [0, 1]
-    scale = 255.999 / 255  # torchvision's float -> uint8 conversion: x * (255 + 1 - 1e-3), truncated
-    out = torch.addcmul(top.mul_(scale).unsqueeze(-3), span.mul_(scale).unsqueeze(-3), weight, value=-1)
-    return tv_tensors.wrap(out.to(video.dtype), like=video)  # a Video stays one
-
-
-# torchvision's ColorJitter's ops, by the index that its draw orders them with: (name, batch of clips, factors) -> clips
-COLOUR_OPS: dict[str, Callable[[Tensor, Sequence[float]], Tensor]] = {
-    "brightness": lambda video, f: video.mul(per_clip(f, video, video.ndim)).clamp_(0, 255).to(torch.uint8),
-    "contrast": lambda video, f: blend(video, grey(video).float().mean((-3, -2, -1), keepdim=True), f),
-    "saturation": lambda video, f: blend(video, grey(video), f),
-    "hue": lambda video, f: adjust_hue(video, per_clip(f, video, video.ndim - 1)),
-}
-
-
-class ClipRandAugment:
-    """RandAugment as ViViT's code runs it (Scenic's ``video_ops``, after tensorflow/models' ``augment.py``).
-
-    ``magnitude`` is the paper's: a level on TF-models' scale, nominally 0-10 (``_MAX_LEVEL``), which
-    EPIC (15) and SSv2 (20) exceed. torchvision's own RandAugment cannot express that: its ``magnitude``
-    indexes ``num_magnitude_bins`` values spread over ranges that end at TF's level 10 (default 31 bins:
-    torchvision magnitude 3 * level, level 10 = bin 30, the last), and it flips the sign of the enhance
-    factors at random (1 +- 0.9 * level / 10) where TF uses 0.1 + 1.8 * level / 10 (2.8 at level 15).
-    So this class has its own op list (:data:`OPS`), each op's argument as TF's ``level_to_arg``, and Scenic's
-    ops: no Rotate, Shear or Translate; Invert, Cutout (one square, grey 128, at the same place in every
-    frame) and SolarizeAdd added. Each layer picks one of the 11 ops or identity uniformly. The ops are
-    torchvision's functionals; image statistics (contrast's mean, equalise and autocontrast histograms) are per
-    frame, as torchvision computes them for videos; Scenic computes them over the clip.
-
-    :meth:`draw` makes every random choice (ops, Cutout's square); :meth:`run` applies one op to a batch of clips
-    that drew it, on any device.
-    """
-
-    # op -> its argument at level L / 10 (float32, as the arguments were first computed here), None: it has none
-    OPS: dict[str, Callable[[Tensor], Tensor] | None] = {
-        "Identity": None,
-        "AutoContrast": None,
-        "Equalize": None,
-        "Invert": None,
-        "Posterize": lambda level: (level * 4).floor().clamp(max=8),  # bits kept
-        "Solarize": lambda level: (level * 256).floor(),  # threshold; >= 256: no change
-        "SolarizeAdd": lambda level: (level * 110).floor(),  # added below 128
-        "Color": lambda level: level * 1.8 - 0.9,  # enhance factors 1 + this: 0.1 + 1.8 * L / 10
-        "Contrast": lambda level: level * 1.8 - 0.9,
-        "Brightness": lambda level: level * 1.8 - 0.9,
-        "Sharpness": lambda level: level * 1.8 - 0.9,
-        "Cutout": lambda level: (level * 40).floor(),  # half the side of the square
-    }
-    PLAIN = dict(Identity=lambda video: video, AutoContrast=F.autocontrast, Equalize=F.equalize, Invert=F.invert)
-    ENHANCE = dict(Color=F.adjust_saturation, Contrast=F.adjust_contrast, Brightness=F.adjust_brightness)
-    ENHANCE["Sharpness"] = F.adjust_sharpness
-
-    def __init__(self, num_ops: int, magnitude: int) -> None:
-        self.num_ops, self.magnitude = num_ops, magnitude
-
-    def argument(self, op: str) -> float:
-        """The argument of ``op`` at this magnitude (0 for an op without one)."""
-        fn = self.OPS[op]
-        return 0.0 if fn is None else float(fn(torch.tensor(float(self.magnitude)) / 10))
-
-    def draw(self, height: int, width: int) -> list[RandAugmentOp]:
-        """Each layer's op and argument, and for Cutout its box ``(top, left, height, width)``."""
-        names = list(self.OPS)
-        ops = []
-        for _ in range(self.num_ops):
-            op = names[int(torch.randint(len(names), ()))]
-            magnitude = self.argument(op)
-            box = None
-            if op == "Cutout":
-                y, x, pad = int(torch.randint(height, ())), int(torch.randint(width, ())), int(magnitude)
-                top, left = max(0, y - pad), max(0, x - pad)
-                box = (top, left, min(height, y + pad) - top, min(width, x + pad) - left)
-            ops.append((op, magnitude, box))
-        return ops
-
-    @classmethod
-    def run(cls, op: str, video: Tensor, draws: Sequence[tuple[float, tuple[int, int, int, int] | None]]) -> Tensor:
-        """``op`` applied to uint8 clips ``(N, T, C, H, W)``, with each clip's ``(argument, Cutout box)`` draw (the
-        argument is the magnitude's, the same for every clip)."""
-        magnitude = draws[0][0]
-        if op in cls.PLAIN:
-            return cls.PLAIN[op](video)
-        if op in cls.ENHANCE:
-            return cls.ENHANCE[op](video, 1.0 + magnitude)
-        if op == "Posterize":
-            return F.posterize(video, bits=int(magnitude))
-        if op == "Solarize":
-            return video if magnitude > 255 else F.solarize(video, threshold=magnitude)
-        if op == "SolarizeAdd":
-            return torch.where(
-                video < 128, (video.to(torch.int16) + int(magnitude)).clamp(0, 255).to(video.dtype), video
-            )
-        if op == "Cutout":
-            video = video.clone()
-            for clip, (_, (top, left, height, width)) in zip(video, draws, strict=True):
-                clip[..., top : top + height, left : left + width] = 128
-            return video
-        raise ValueError(f"unknown RandAugment op {op!r}: one of {list(cls.OPS)}")
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(num_ops={self.num_ops}, magnitude={self.magnitude})"
-
-
-class Photometric:
-    """Colour jitter (:data:`COLOUR_JITTER`, with probability ``colour_jitter_prob``) then RandAugment
-    (:class:`ClipRandAugment`; off when ``randaugment_layers`` or ``randaugment_magnitude`` is 0 or None).
-
-    :meth:`draw` makes the clip's random choices, in the loader worker under the clip's seed; :meth:`apply`
-    applies them to a batch of uint8 clips on any device, in the worker (a batch of one) or after the transfer to
-    a GPU, with the same result.
-    """
-
-    def __init__(self, colour_jitter_prob: float = 0.0, randaugment_layers: int = 0, randaugment_magnitude=None):
-        self.colour_jitter_prob = colour_jitter_prob
-        self.colour_jitter = v2.ColorJitter(**COLOUR_JITTER)
-        on = randaugment_layers > 0 and bool(randaugment_magnitude)
-        self.randaugment = ClipRandAugment(randaugment_layers, randaugment_magnitude) if on else None
-
-    def __bool__(self) -> bool:
-        return self.colour_jitter_prob > 0 or self.randaugment is not None
-
-    def draw(self, height: int, width: int) -> PhotometricParams:
-        colour = None
-        if self.colour_jitter_prob > 0 and float(torch.rand(())) < self.colour_jitter_prob:
-            colour = self.colour_jitter.make_params([])
-        ops = self.randaugment.draw(height, width) if self.randaugment is not None else []
-        return {"colour": colour, "randaugment": ops}
-
-    @staticmethod
-    def steps(params: PhotometricParams | None) -> list[tuple[str, Any]]:
-        """A clip's ops in the order they apply, each with its argument: ColorJitter's in its drawn order (an op whose
-        factor it did not draw left out), then RandAugment's layers."""
-        if params is None:
-            return []
-        steps = []
-        if params["colour"] is not None:
-            for index in params["colour"]["fn_idx"].tolist():
-                name = list(COLOUR_OPS)[index]
-                if (factor := params["colour"][f"{name}_factor"]) is not None:
-                    steps.append((name, float(factor)))
-        return steps + [(op, (magnitude, box)) for op, magnitude, box in params["randaugment"]]
-
-    def apply(self, video: Tensor, params: Sequence[PhotometricParams | None]) -> Tensor:
-        """uint8 clips ``(B, T, C, H, W)``, each with its :meth:`draw` (None: none), augmented. On a GPU, batched:
-        the k-th op of every clip that drew the same one runs as one call on those clips, so a batch costs a few
-        dozen calls rather than hundreds. On a CPU, where a call costs little, clip by clip: every op works on each
-        frame alone (its statistics too), so a clip goes through in chunks of :data:`CPU_CHUNK` frames, whose float
-        intermediates stay in the cache (about twice as fast). The result is the same either way."""
-        if video.device.type == "cpu" and video.shape[0] * video.shape[1] > CPU_CHUNK:
-            return torch.stack(
-                [
-                    torch.cat([self.apply(chunk[None], [p])[0] for chunk in clip.split(CPU_CHUNK)]) if p else clip
-                    for clip, p in zip(video, params, strict=True)
-                ]
-            )
-        plans = [self.steps(p) for p in params]
-        given = video
-        for k in range(max(map(len, plans), default=0)):
-            groups: dict[str, list[int]] = {}
-            for clip, plan in enumerate(plans):
-                if k < len(plan):
-                    groups.setdefault(plan[k][0], []).append(clip)
-            for op, clips in groups.items():
-                run = COLOUR_OPS.get(op) or partial(ClipRandAugment.run, op)
-                args = [plans[clip][k][1] for clip in clips]
-                if len(clips) == len(video):
-                    video = run(video, args)
-                    continue
-                if video is given:  # the caller's tensor is not written to
-                    video = video.clone()
-                index = to_device(clips, video.device, torch.int64)
-                video[index] = run(video[index], args)
-        return video
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(colour_jitter_prob={self.colour_jitter_prob}, randaugment={self.randaugment})"
-
-
-def normalise(video: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
-    """uint8 ``(C, T, H, W)`` or ``(B, C, T, H, W)`` -> contiguous float32 ``(x / 255 - mean) / std`` (0.5/0.5 gives
-    [-1, 1]), as one multiply-add: three times faster than four passes on a clip's permuted view."""
-    shape = (len(mean), 1, 1, 1)
-    scale = to_device([1 / (255 * s) for s in std], video.device).view(shape)
-    shift = to_device([-m / s for m, s in zip(mean, std, strict=True)], video.device).view(shape)
-    out = torch.empty(video.shape, dtype=torch.float32, device=video.device)  # contiguous, whatever the input's strides
-    return out.copy_(video).mul_(scale).add_(shift)
-
-
-def finish_clips(
-    video: Tensor,
-    params: Sequence[PhotometricParams | None],
-    photometric: Photometric,
-    mean: Sequence[float],
-    std: Sequence[float],
-) -> Tensor:
-    """The clips of a batch from :meth:`ClipTransform.prepare`, uint8 ``(B, C, T, H, W)`` on any device, each
-    with its photometric draws (None: none), augmented and normalised: float ``(B, C, T, H, W)``."""
-    if any(p is not None for p in params):
-        video = photometric.apply(video.transpose(1, 2), params).transpose(1, 2)
-    return normalise(video, mean, std)
 
 
 class ClipTransform:
