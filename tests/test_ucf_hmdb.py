@@ -197,6 +197,24 @@ def test_class_maps_and_split_membership_follow_the_official_rules(name: str, sp
     assert unlisted not in {r.name for rs in records.values() for r in rs}
 
 
+def test_prepare_data_copies_the_videos_of_every_official_split(roots, tmp_path: Path) -> None:
+    """``src/prepare_data.py data=hmdb51 data.split=1`` also prepares the videos that split 1 leaves unused (mark
+    0) and splits 2 and 3 train on: each split reads the copy as it reads the raw root."""
+    from vivit.data.prepare import run
+
+    out = tmp_path / "prepared"
+    options = [f"out={out}", f"report={tmp_path / 'report'}", "workers=0", "speed_samples=0", "short_side=16"]
+    assert run(_data_cfg("hmdb51", roots["hmdb51"], tmp_path, "data.split=1", *options, config="prepare_data")) == 0
+    report = json.loads((tmp_path / "report" / "prepare_data.json").read_text())
+    assert report["counts"]["prepared"] == sum(map(len, HMDB_VIDEOS.values()))  # every listed video with a file
+    assert {"split 1 train", "split 2 train", "split 3 test"} <= set(report["splits"])
+    for split in (1, 2, 3):
+        for part in ("train", "test"):
+            raw = {r.name: r.labels for r in read_hmdb51(roots["hmdb51"], part, official_split=split)}
+            prepared = read_hmdb51(out, part, official_split=split)
+            assert {r.name: r.labels for r in prepared} == raw and all(r.path.is_relative_to(out) for r in prepared)
+
+
 def test_ucf101_finds_a_file_whose_case_differs_from_its_list(roots) -> None:
     """The lists name HandstandPushups/v_HandStandPushups_g02_c01.avi; this copy's file is v_HandstandPushups_..."""
     (record,) = [r for r in read_ucf101(roots["ucf101"], "test", 2) if r.name.startswith("HandstandPushups/")]

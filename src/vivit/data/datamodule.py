@@ -210,6 +210,12 @@ class VideoDataModule(LightningDataModule):
             empty = self.root.is_dir() and not any(self.root.iterdir())
             raise self.layout_error(f"data.root={self.root}{' is empty' if empty else ''}: {error}") from None
 
+    def annotation_sets(self) -> dict[str, Callable[[Path, str], list[VideoRecord]]]:
+        """Every set of annotations the root holds, by name, each a reader like ``annotations``: what
+        ``src/prepare_data.py`` prepares the videos of. One here (named ""); a dataset with several official
+        splits has one per split."""
+        return {"": self.annotations}
+
     def records(self, split: str) -> list[VideoRecord]:
         """The records of ``split``, read once; "test" reads the split that ``eval_split`` chooses."""
         if split not in self._records:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from vivit.data.datamodule import VideoDataModule
-from vivit.data.official_splits import check_official_split
+from vivit.data.official_splits import OFFICIAL_SPLITS, check_official_split
 from vivit.data.records import VideoRecord
 
 
@@ -24,4 +24,8 @@ class OfficialSplitsDataModule(VideoDataModule):
             annotations, official_split=check_official_split(split)
         )
         super().__init__(annotations=reader, **kwargs)
-        self.split = split
+        self.split, self._reader = split, annotations
+
+    def annotation_sets(self) -> dict[str, Callable[[Path, str], list[VideoRecord]]]:
+        """The three official splits: a copy made by ``src/prepare_data.py`` holds the videos of all of them."""
+        return {f"split {n}": functools.partial(self._reader, official_split=n) for n in OFFICIAL_SPLITS}

@@ -55,7 +55,7 @@ def run(cfg: DictConfig) -> int:
     out.mkdir(parents=True, exist_ok=True)
     prepared_cfg = prepared_data_config(cfg)
     frames = prepared_cfg.data.annotations.get("frames")
-    reader = datamodule.annotations if frames is None else instantiate(prepared_cfg.data.annotations)
+    reader = None if frames is None else instantiate(prepared_cfg.data.annotations)  # None: the raw root's readers
     report = prepare_data(datamodule, out, encoding, list(cfg.splits), cfg.workers, reader)
     if changed := _changed_settings(out, encoding):
         message = (
