@@ -50,11 +50,6 @@ def blend(video: Tensor, other: Tensor, ratio: Sequence[float]) -> Tensor:
     return video.mul(weight).add_(other.mul(rest)).clamp_(0, 255).to(torch.uint8)
 
 
-def grey(video: Tensor) -> Tensor:
-    """The luma of uint8 RGB frames ``(..., 3, H, W)`` -> ``(..., 1, H, W)``, floored to uint8, as torchvision's."""
-    return F.rgb_to_grayscale(video)
-
-
 def adjust_hue(video: Tensor, hue_factor: float | Tensor) -> Tensor:
     """torchvision's ``F.adjust_hue`` of uint8 RGB ``(..., 3, H, W)``, the same up to float rounding (about one value
     in 10^4 is 1 off) and about twice as fast on a CPU; ``hue_factor`` a number or a tensor that broadcasts against
@@ -77,11 +72,12 @@ def adjust_hue(video: Tensor, hue_factor: float | Tensor) -> Tensor:
     return tv_tensors.wrap(out.to(video.dtype), like=video)  # a Video stays one
 
 
-# torchvision's ColorJitter's ops, by the index that its draw orders them with: (name, batch of clips, factors) -> clips
+# torchvision's ColorJitter's ops, in the order of the indices its draw gives them: (clips, factor per clip) -> clips.
+# The grey image is torchvision's uint8 luma (its float luma floored, as its contrast and saturation take it).
 COLOUR_OPS: dict[str, Callable[[Tensor, Sequence[float]], Tensor]] = {
     "brightness": lambda video, f: video.mul(per_clip(f, video, video.ndim)).clamp_(0, 255).to(torch.uint8),
-    "contrast": lambda video, f: blend(video, grey(video).float().mean((-3, -2, -1), keepdim=True), f),
-    "saturation": lambda video, f: blend(video, grey(video), f),
+    "contrast": lambda video, f: blend(video, F.rgb_to_grayscale(video).float().mean((-3, -2, -1), keepdim=True), f),
+    "saturation": lambda video, f: blend(video, F.rgb_to_grayscale(video), f),
     "hue": lambda video, f: adjust_hue(video, per_clip(f, video, video.ndim - 1)),
 }
 
@@ -222,7 +218,9 @@ class Photometric:
         if video.device.type == "cpu" and video.shape[0] * video.shape[1] > CPU_CHUNK:
             return torch.stack(
                 [
-                    torch.cat([self.apply(chunk[None], [p])[0] for chunk in clip.split(CPU_CHUNK)]) if p else clip
+                    torch.cat([self.apply(chunk[None], [p])[0] for chunk in clip.split(CPU_CHUNK)])
+                    if p is not None
+                    else clip
                     for clip, p in zip(video, params, strict=True)
                 ]
             )
