@@ -39,7 +39,7 @@ def prepare_data(
 ) -> PreparedData:
     """Prepares every video that the records of ``splits`` reference into ``out``, in ``workers`` processes
     (None: one per CPU; 0 or 1: this process), then copies the root's other files. ``prepared`` reads the
-    copy's annotations (default: ``datamodule.annotations``): its records must be the raw root's, with the
+    copy's annotations (default: the readers of the raw root): its records must be the raw root's, with the
     prepared paths. A dataset with official splits (:meth:`VideoDataModule.annotation_sets`) is prepared for
     all of them, whichever ``data.split`` is given. Nothing is raised for a bad video: it is reported."""
     from vivit.data.check import error_message, grouped
@@ -49,13 +49,13 @@ def prepare_data(
     root, out = datamodule.root, Path(out)
     found: list[tuple[str, str, str, str, str]] = []  # (split, file, row, problem, severity), as check_data
     records: dict[str, list[VideoRecord]] = {}
-    readers: dict[str, Callable[[Path, str], list[VideoRecord]]] = {}  # "split 2 train" or "train" -> its reader
+    readers: dict[str, tuple[Callable, str]] = {}  # "train" or "split 2 train" -> its reader and split
     for name, reader in datamodule.annotation_sets().items():
         for split in splits:
             key = f"{name} {split}".strip()
             with collect_dropped_rows() as dropped:
                 try:
-                    records[key], readers[key] = reader(root, split), reader
+                    records[key], readers[key] = reader(root, split), (reader, split)
                 except Exception as error:
                     found.append((key, str(root), "", error_message(error), "error"))
             # rows that training leaves out too (unknown label, missing video): python src/check_data.py lists them
@@ -85,7 +85,8 @@ def prepare_data(
         videos = len({record.path for record in split_records})
         split_counts[split] = dict(records=len(split_records), videos=videos, failed=len(failed))
         expected = [_key(record, jobs[record.path]) for record in split_records if record.path not in failed]
-        if expected and (difference := _compare(prepared or readers[split], out, split.split()[-1], expected)):
+        reader, part = readers[split]
+        if expected and (difference := _compare(prepared or reader, out, part, expected)):
             found.append((split, str(out), "", difference, "error"))
 
     return PreparedData(
