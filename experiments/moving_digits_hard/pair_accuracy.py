@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 import vivit.config  # noqa: E402,F401  (the resolvers of conf/)
 from vivit.checkpoints import load_model  # noqa: E402
 from vivit.data.moving_digits_hard import VERBS  # noqa: E402
-from vivit.report import AVERAGED, collect, varying_axes  # noqa: E402
+from vivit.report import aggregate, collect, markdown  # noqa: E402
 
 PAIRS = ("order", "reversal", "in front/behind")
 
@@ -50,38 +50,36 @@ def pair_accuracies(checkpoint: Path) -> dict[str, float]:
     }
 
 
+def mean_std(values: list[float], runs: int) -> str:
+    """``mean ± std`` of ``values`` (nan: a run without a clip in the right pair, left out), "(n=k)" when fewer
+    than ``runs`` hold one."""
+    found = [value for value in values if not math.isnan(value)]
+    if not found:
+        return "– ± –"
+    std = f"{statistics.stdev(found):.2f}" if len(found) > 1 else "–"
+    return f"{statistics.fmean(found):.2f} ± {std}" + (f" (n={len(found)})" if len(found) < runs else "")
+
+
 def main(sweep: Path) -> None:
-    rows = collect(sweep)
-    axes = [a for a in varying_axes(rows) if a not in AVERAGED]
-    groups: dict[tuple, list[dict]] = {}
-    for row in rows:
-        best = sorted((sweep / row["run"] / "checkpoints").glob("epoch_*.ckpt"))
-        if best:
-            scores = pair_accuracies(best[-1])
-            print(row["run"], scores, flush=True)
-            groups.setdefault(tuple(row["overrides"].get(a, "") for a in axes), []).append(scores)
+    axes, groups = aggregate(collect(sweep))  # one group per row of src/report.py's table, seeds averaged
     columns = [*PAIRS, "right pair"]
-    lines = [
+    body, scores = [], {}
+    for group in groups:
+        runs = []
+        for run in group["runs"]:
+            if best := sorted((sweep / run["run"] / "checkpoints").glob("epoch_*.ckpt")):
+                runs.append(pair_accuracies(best[-1]))
+                print(run["run"], runs[-1], flush=True)
+        values = list(group["overrides"].values())
+        scores[" ".join(values)] = runs
+        body.append([*values, str(len(runs)), *(mean_std([r[c] for r in runs], len(runs)) for c in columns)])
+    text = (
         f"Validation top-1 within each pair of classes (chance 0.50) and right pairs (chance 0.33), {sweep.name}; "
-        "mean ± std over seeds (n runs):",
-        "",
-        "| " + " | ".join([*axes, "n", *columns]) + " |",
-        "|" + "---|" * (len(axes) + 1 + len(columns)),
-    ]
-    for values, runs in groups.items():
-        cells = []
-        for column in columns:
-            found = [run[column] for run in runs if not math.isnan(run[column])]  # nan: no clip in the right pair
-            std = statistics.stdev(found) if len(found) > 1 else None
-            mean = f"{statistics.fmean(found):.2f}" if found else "–"
-            cells.append(
-                f"{mean} ± {'–' if std is None else f'{std:.2f}'}"
-                + (f" (n={len(found)})" if len(found) < len(runs) else "")
-            )
-        lines.append("| " + " | ".join([*values, str(len(runs)), *cells]) + " |")
-    (sweep / "pairs.md").write_text("\n".join(lines) + "\n")
-    (sweep / "pairs.json").write_text(json.dumps({" ".join(k): v for k, v in groups.items()}, indent=1))
-    print("\n".join(lines))
+        f"mean ± std over seeds (n runs):\n\n{markdown([*axes, 'n', *columns], body)}"
+    )
+    (sweep / "pairs.md").write_text(text)
+    (sweep / "pairs.json").write_text(json.dumps(scores, indent=1))
+    print(text)
 
 
 if __name__ == "__main__":
