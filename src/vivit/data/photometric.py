@@ -241,14 +241,16 @@ class Photometric:
         goes through in chunks of :data:`CPU_CHUNK` frames, whose float intermediates stay in the cache (2.4 times
         as fast for one frame as for a clip of 32 at once). The result is the same either way."""
         if video.device.type == "cpu" and video.shape[0] * video.shape[1] > CPU_CHUNK:
-            out = torch.empty_like(video)
+            # (B, C, T, H, W) in memory, as normalise and the model take clips, whatever the input's layout
+            out = torch.empty_like(video.transpose(1, 2), memory_format=torch.contiguous_format).transpose(1, 2)
             for clip, p, into in zip(video, params, out, strict=True):
                 for chunk, chunk_into in zip(clip.split(CPU_CHUNK), into.split(CPU_CHUNK), strict=True):
                     chunk_into.copy_(self.apply(chunk[None], [p])[0] if p is not None else chunk)
             return out
         colour, randaugment = zip(*map(self.steps, params), strict=True)
         if any(colour):
-            video = self.run_grouped(video.to(torch.float32), colour, COLOUR_OPS.__getitem__).to(torch.uint8)
+            as_floats = video.to(torch.float32, memory_format=torch.contiguous_format)  # planes: the ops run faster
+            video = self.run_grouped(as_floats, colour, COLOUR_OPS.__getitem__).to(torch.uint8)
         return self.run_grouped(video, randaugment, lambda op: partial(ClipRandAugment.run, op))
 
     @staticmethod
