@@ -17,6 +17,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -27,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torchvision.io import encode_jpeg, write_file
 
 import vivit.config  # noqa: F401  (conf/'s resolvers and schemas, registered as the entry points register them)
+from vivit.data.decoding import get_decoder
 from vivit.data.moving_digits import write_video
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,6 +116,22 @@ def start_script(script: str, *args: str, output=subprocess.PIPE) -> subprocess.
 
 
 # ---------------------------------------------------------------------------------------------- videos
+
+
+def torchcodec_usable() -> bool:
+    """Whether ``data.decoder=torchcodec`` works here: the package, built for this torch, and FFmpeg's libraries."""
+    try:
+        get_decoder("torchcodec")
+    except ImportError:
+        return False
+    return True
+
+
+NEEDS_TORCHCODEC = pytest.mark.skipif(
+    not torchcodec_usable(), reason="torchcodec (with FFmpeg's shared libraries) is not importable"
+)
+# data.decoder's video backends, torchcodec's tests skipped where it cannot run (CI: it is an optional package)
+VIDEO_DECODERS = ["pyav", pytest.param("torchcodec", marks=NEEDS_TORCHCODEC)]
 
 
 RAMP_FRAMES = 40  # the length of ramp(): grey levels 4, 10, ..., 238

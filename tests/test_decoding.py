@@ -12,10 +12,10 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
-from helpers import RAMP_FRAMES, compose_config, ramp, write_frame_folder
+from helpers import NEEDS_TORCHCODEC, RAMP_FRAMES, compose_config, ramp, write_frame_folder
 from vivit.data import VideoDecodeError, VideoRecord
 from vivit.data.clips import VideoClipDataset
-from vivit.data.decoding import DECODERS, count_frames, decode_frames, frame_rate, get_decoder
+from vivit.data.decoding import DECODERS, count_frames, decode_frames, frame_rate
 from vivit.data.moving_digits import EPIC_HEADER, write_video
 from vivit.data.sampling import clip_indices
 from vivit.data.transforms import clip_transform
@@ -180,14 +180,6 @@ def test_video_csv_frame_folders_with_an_fps_column(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------- torchcodec
 
 
-def _torchcodec_usable() -> bool:
-    try:
-        get_decoder("torchcodec")
-    except ImportError:
-        return False
-    return True
-
-
 def test_decoder_must_be_known_and_importable(monkeypatch, tmp_path: Path) -> None:
     cfg = compose_config("train", ["data=video_csv", f"data.root={tmp_path}", "data.heads.label=2"], tmp_path)
     assert cfg.data.decoder == "pyav" and cfg.data.target_fps is None
@@ -214,7 +206,7 @@ def test_decoder_must_be_known_and_importable(monkeypatch, tmp_path: Path) -> No
     ) and "pip install torchcodec" in str(error)
 
 
-@pytest.mark.skipif(not _torchcodec_usable(), reason="torchcodec (with FFmpeg's shared libraries) is not importable")
+@NEEDS_TORCHCODEC
 def test_torchcodec_decodes_as_pyav(tmp_path: Path) -> None:
     for name, fps in (("a.mp4", 30), ("b.webm", 12)):
         path = tmp_path / name

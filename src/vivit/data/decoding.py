@@ -244,8 +244,10 @@ def _decode_by_timestamp(stream: av.VideoStream, index: FrameIndex, wanted: set[
 
 
 def _torchcodec_decoder() -> Decoder:
-    """torchcodec's ``VideoDecoder`` in exact seek mode (it scans the file once, so frame counts and
-    positions are exact). An optional package: importing it needs FFmpeg's shared libraries (4 to 8)."""
+    """torchcodec's ``VideoDecoder`` in exact seek mode (it scans the file once, so frame positions are exact).
+    The frames are counted, and a file cut short is named, by the packet index (:func:`frame_index`) as for
+    PyAV: torchcodec alone takes a cut WebM or MKV for a shorter video. An optional package: importing it needs
+    FFmpeg's shared libraries (4 to 8)."""
     try:
         import torchcodec
     except ImportError as error:
@@ -275,7 +277,7 @@ def _torchcodec_decoder() -> Decoder:
         return video.get_frames_at(indices).data.numpy()  # (T, H, W, 3) uint8
 
     return Decoder(
-        count_frames=lambda path: len(open_video(path)),
+        count_frames=lambda path: frame_index(path).count,
         frame_rate=frame_rate,
         decode_frames=decode,
     )
