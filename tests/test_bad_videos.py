@@ -215,6 +215,8 @@ def test_a_variable_frame_rate_video_is_whole_and_its_frames_are_found(
     reason = "" if suffix == ".mp4" else "it ends early"  # a cut MP4 has lost its index (at its end): it won't open
     with pytest.raises(VideoDecodeError, match=f"vfr{suffix}: {reason}"):
         count_frames(path, decoder)
+    with pytest.raises(VideoDecodeError, match=f"vfr{suffix}: {reason}"):
+        decode_frames(path, [0], decoder)  # the frames it still has: a dataset need not count them first
 
 
 def test_a_video_that_ends_early_is_named_in_evaluation(tmp_path: Path, caplog) -> None:

@@ -246,8 +246,8 @@ def _decode_by_timestamp(stream: av.VideoStream, index: FrameIndex, wanted: set[
 def _torchcodec_decoder() -> Decoder:
     """torchcodec's ``VideoDecoder`` in exact seek mode (it scans the file once, so frame positions are exact).
     The frames are counted, and a file cut short is named, by the packet index (:func:`frame_index`) as for
-    PyAV: torchcodec alone takes a cut WebM or MKV for a shorter video. An optional package: importing it needs
-    FFmpeg's shared libraries (4 to 8)."""
+    PyAV: torchcodec alone takes a cut WebM or MKV for a shorter video, and decodes the frames it has. An
+    optional package: importing it needs FFmpeg's shared libraries (4 to 8)."""
     try:
         import torchcodec
     except ImportError as error:
@@ -271,10 +271,10 @@ def _torchcodec_decoder() -> Decoder:
         return float(metadata.average_fps_from_header or metadata.average_fps or 0)
 
     def decode(path: Path, indices: list[int]) -> np.ndarray:
-        video = open_video(path)
-        if max(indices) >= len(video):
-            raise VideoDecodeError(path, f"no frame at index {max(indices)}")
-        return video.get_frames_at(indices).data.numpy()  # (T, H, W, 3) uint8
+        count = frame_index(path).count  # kept per process; names a file cut short, as for PyAV
+        if max(indices) >= count:
+            raise VideoDecodeError(path, f"no frame at index {max(indices)} (the video has {count})")
+        return open_video(path).get_frames_at(indices).data.numpy()  # (T, H, W, 3) uint8
 
     return Decoder(
         count_frames=lambda path: frame_index(path).count,
