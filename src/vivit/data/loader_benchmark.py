@@ -266,6 +266,7 @@ def measure(repeats: int = 6, workers: int | None = None, batches: int = 12, res
             files.update(
                 {f"{name} (256, {codec})": prepared_copy(path, tmp, codec=codec) for name, path in raw.items()}
             )
+        os.sync()  # the copies' dirty pages written back now, not while the first file is timed
         out: dict = {"repeats": repeats, "one_core": {}, "test_views": {}}
         with one_thread():
             for name, path in files.items():
