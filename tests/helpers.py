@@ -197,20 +197,26 @@ def write_cut_video(path: Path, keep: int | float, noise: bool = False) -> None:
 VFR_TIMES_MS = (0, 33, 66, 200, 233, 266, 800, 833, 866, 900, 1500, 1533, 1566, 1600, 1633, 1666, 1700, 2500, 2533)
 
 
-def write_vfr_video(path: Path, times_ms: Sequence[int] = VFR_TIMES_MS) -> None:
+def write_vfr_video(path: Path, times_ms: Sequence[int] = VFR_TIMES_MS, last_ms: int | None = None) -> None:
     """A variable-frame-rate video, as phones and screen recorders write them: frame i (grey level 10 i) shown at
-    ``times_ms[i]``, with pauses of up to 0.8 s between frames; H.264 in MP4 or MKV, VP9 in WebM."""
+    ``times_ms[i]``, with pauses of up to 0.8 s between frames, and the last one for ``last_ms`` (None: the
+    encoder's one frame); H.264 in MP4 or MKV, VP9 in WebM."""
     codec = "libvpx-vp9" if path.suffix == ".webm" else "libx264"
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=30)
         stream.width = stream.height = 32
         stream.pix_fmt = "yuv420p"
         stream.codec_context.time_base = stream.time_base = Fraction(1, 1000)
+        packets = []
         for i, time_ms in enumerate(times_ms):
             frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 10 * i, np.uint8), format="rgb24")
             frame.pts, frame.time_base = time_ms, Fraction(1, 1000)
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
+            packets += stream.encode(frame)
+        packets += stream.encode()
+        if last_ms is not None:
+            max(packets, key=lambda packet: packet.pts).duration = last_ms
+        for packet in packets:
+            container.mux(packet)
 
 
 # ---------------------------------------------------------------------------------------------- callbacks

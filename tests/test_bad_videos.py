@@ -219,6 +219,17 @@ def test_a_variable_frame_rate_video_is_whole_and_its_frames_are_found(
         decode_frames(path, [0], decoder)  # the frames it still has: a dataset need not count them first
 
 
+@pytest.mark.parametrize("decoder", VIDEO_DECODERS)
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".webm"])
+def test_a_video_whose_last_frame_stays_on_screen_is_whole(suffix: str, decoder: str, tmp_path: Path) -> None:
+    """A screen recording or slideshow that ends on a frame shown for 3 s declares 3 s more than its last frame's
+    timestamp: it is whole, not cut short, and its last frame is found."""
+    path = tmp_path / f"long_last{suffix}"
+    write_vfr_video(path, [33 * i for i in range(10)], last_ms=3000)
+    assert count_frames(path, decoder) == 10
+    assert np.abs(decode_frames(path, [0, 9], decoder).mean(axis=(1, 2, 3)) - [0, 90]).max() < 3
+
+
 def test_a_video_that_ends_early_is_named_in_evaluation(tmp_path: Path, caplog) -> None:
     """Issue 17.20: eval on an SSv2 root with one test WebM cut to its first 1,024 bytes (14 of its 36 frames
     left) raises naming it, or, with data.skip_bad_eval_videos=true, evaluates the other video and counts it."""

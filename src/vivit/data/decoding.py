@@ -130,18 +130,20 @@ def frame_index(path: str | Path) -> FrameIndex:
 def _frame_index(path: str, mtime_ns: int, size: int) -> FrameIndex:
     with av.open(path) as container:
         stream = _video_stream(container, path)
-        pts, keys = [], []
+        pts, keys, durations = [], [], {}
         for packet in container.demux(stream):
             if packet.size and not packet.is_discard:
                 pts.append(packet.pts)
                 keys.append(packet.pts if packet.is_keyframe else None)
+                durations[packet.pts] = packet.duration
         declared, time_base, rate = _declared_duration(container, stream), stream.time_base, stream.average_rate
     if None in pts:
         return FrameIndex(len(pts), None, np.zeros(1, dtype=np.int64))
     order = np.array(pts, dtype=np.int64)
     order.sort()
     if pts and declared:
-        _check_complete(path, order, float(time_base), float(rate or 0), declared)
+        last = durations[int(order[-1])]  # how long the last frame is shown, when the file says
+        _check_complete(path, order, float(time_base), float(rate or 0), declared, last)
     keyframes = np.searchsorted(order, [key for key in keys if key is not None])
     return FrameIndex(len(pts), order, np.unique(keyframes))
 
@@ -163,11 +165,18 @@ def _declared_duration(container: av.container.InputContainer, stream: av.VideoS
     return None
 
 
-def _check_complete(path: str, pts: np.ndarray, time_base: float, rate: float, declared: float) -> None:
+def _check_complete(
+    path: str, pts: np.ndarray, time_base: float, rate: float, declared: float, last: int | None = None
+) -> None:
     """Raises when the frames at sorted timestamps ``pts`` stop well before the ``declared`` end (seconds,
     :data:`ENDS_EARLY`): the file was cut short (an interrupted download or copy). A video that is short by
-    design declares its short length."""
-    frame = 1 / rate if rate > 0 else float(np.median(np.diff(pts))) * time_base if len(pts) > 1 else 0.0
+    design declares its short length. The last frame counts for its own duration (``last``, in ``time_base``
+    units) where the file gives one, so a video whose last frame stays on screen (a screen recording, a
+    slideshow) is whole; else for one frame at ``rate``."""
+    if last:
+        frame = last * time_base
+    else:
+        frame = 1 / rate if rate > 0 else float(np.median(np.diff(pts))) * time_base if len(pts) > 1 else 0.0
     end = float(pts[-1] - pts[0]) * time_base + frame  # seconds of frames in the file
     if declared - end > max(ENDS_EARLY[0], ENDS_EARLY[1] * declared):
         raise VideoDecodeError(
