@@ -121,11 +121,19 @@ def test_a_second_run_in_a_directory_in_use_is_refused_and_changes_nothing(data_
     assert first.wait(timeout=120) == 143
 
 
-def test_a_multirun_job_in_a_directory_in_use_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("record", [True, False], ids=["running-job", "bare-lock"])
+def test_a_multirun_job_in_a_directory_in_use_is_refused_and_changes_nothing(tmp_path: Path, record: bool) -> None:
     """Each job of a multirun locks its own directory while it runs: a job whose directory another run holds is
-    refused before it trains (Hydra has written the job's record by then; nothing of the other run is touched)."""
+    refused before it trains. Hydra writes the job's record before the job can be refused; it goes aside and is
+    removed, so the other run's directory is left as it was (its record included, or without one)."""
     sweep = tmp_path / "sweep"
-    fd = lock_run_directory(sweep / "0")
+    job = sweep / "0"
+    if record:  # as a job of another sweep leaves its directory while it runs
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "config.yaml").write_text("model: the other run's\n")
+        (job / "train.log").write_text("the other run's log\n")
+    fd = lock_run_directory(job)
+    before = snapshot(job), sorted(p.name for p in job.rglob("*") if p.is_dir())
     try:
         proc = run_script(
             "train", "-m", "model=spatiotemporal", f"hydra.sweep.dir={sweep}", f"paths.log_dir={tmp_path}"
@@ -133,8 +141,11 @@ def test_a_multirun_job_in_a_directory_in_use_is_refused(tmp_path: Path) -> None
     finally:
         os.close(fd)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert f"{sweep / '0'} is in use by another run (process {os.getpid()})" in proc.stderr
-    assert not {"checkpoints", "results.json"} & {p.name for p in (sweep / "0").iterdir()}
+    assert f"{job} is in use by another run (process {os.getpid()})" in proc.stderr
+    after = snapshot(job), sorted(p.name for p in job.rglob("*") if p.is_dir())
+    if not record:  # Hydra opens the job's log before the job starts: an empty file, where none was
+        assert after[0].pop("train.log") == hashlib.sha1(b"").hexdigest()
+    assert after == before
 
 
 @pytest.mark.parametrize(

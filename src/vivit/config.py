@@ -54,9 +54,14 @@ OmegaConf.register_new_resolver("unique", lambda: secrets.token_hex(3), use_cach
 
 def record_dir(resume: str | None, stamp: str, output_dir: str | None) -> str:
     """Where Hydra writes a run's record (``hydra.output_subdir``): ``.hydra``, unless the run directory has one
-    already (``resume=``, a sweep's job run again, ``hydra.run.dir`` of a finished run): the record stays the
-    run's own, and this command's goes to ``.hydra/resumed/<stamp>``."""
-    again = resume or (output_dir and (Path(output_dir) / ".hydra" / "config.yaml").is_file())
+    already (``resume=``, a sweep's job run again, ``hydra.run.dir`` of a finished run) or another run is using
+    it (a multirun's job, whose record Hydra writes before the job can be refused): the record stays the run's
+    own, and this command's goes to ``.hydra/resumed/<stamp>``."""
+    from vivit.run_directory import in_use_by_another
+
+    again = resume or (
+        output_dir and ((Path(output_dir) / ".hydra" / "config.yaml").is_file() or in_use_by_another(output_dir))
+    )
     return f".hydra/resumed/{stamp}" if again else ".hydra"
 
 

@@ -76,8 +76,21 @@ class ClaimRunDirectory(Callback):
         HydraConfig.instance().set_config(config)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if config.hydra.mode == RunMode.MULTIRUN and not started_by_another_process():
-            self.lock = claim(Path(config.hydra.runtime.output_dir))
+        """A multirun's job locks its directory here, after Hydra has written the job's record there: into
+        ``.hydra/resumed/<time>`` when another run holds the directory (:func:`vivit.config.record_dir`), which
+        a refused job removes, so that the other run's directory is left as it was."""
+        if config.hydra.mode != RunMode.MULTIRUN or started_by_another_process():
+            return
+        run_dir = Path(config.hydra.runtime.output_dir)
+        try:
+            self.lock = lock_run_directory(run_dir)
+        except RuntimeError as error:
+            if (subdir := str(config.hydra.output_subdir)).startswith(".hydra/resumed/"):
+                shutil.rmtree(run_dir / subdir, ignore_errors=True)
+                for empty in (run_dir / ".hydra/resumed", run_dir / ".hydra"):
+                    if empty.is_dir() and not any(empty.iterdir()):
+                        empty.rmdir()
+            raise SystemExit(str(error)) from None
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if config.hydra.mode == RunMode.MULTIRUN and self.lock is not None:  # the sweep's next job takes its own
@@ -145,6 +158,21 @@ def claim(run_dir: Path) -> int:
         return lock_run_directory(run_dir)
     except RuntimeError as error:
         raise SystemExit(str(error)) from None
+
+
+def in_use_by_another(run_dir: str | Path) -> bool:
+    """Whether another process holds ``run_dir``'s lock (:func:`lock_run_directory`); changes nothing there."""
+    try:
+        fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDONLY)
+    except OSError:  # no directory or no lock file: no run has claimed it
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return os.read(fd, 32).decode(errors="replace").strip() != str(os.getpid())
+    finally:
+        os.close(fd)
 
 
 def lock_run_directory(run_dir: Path) -> int:
