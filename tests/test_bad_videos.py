@@ -30,6 +30,7 @@ from vivit.data.moving_digits import write_video
 from vivit.data.resumable import EpochSampler
 from vivit.data.transforms import clip_transform
 from vivit.pipeline import build
+from vivit.run_directory import check_message
 from vivit.training.bad_videos import BadVideos, MarkedCount
 
 KINDS = ("truncated", "empty", "no_video")
@@ -149,9 +150,10 @@ def test_ddp_run_counts_the_bad_videos_of_every_process(data_dir: Path, tmp_path
 def test_training_stops_naming_the_files_past_max_bad_videos(tiny_cfg, data_dir: Path, tmp_path: Path) -> None:
     root, bad = _spoilt(data_dir, tmp_path, "train", 3)
     datamodule, model = build(tiny_cfg(f"data.root={root}", "data.max_bad_videos=0.05"))  # 2.4 of 48
-    with pytest.raises(RuntimeError, match=r"3 of the 48 training videos .* data.max_bad_videos=0.05") as caught:
+    with pytest.raises(ValueError, match=r"3 of the 48 training videos .* data.max_bad_videos=0.05: .*") as caught:
         _trainer(max_epochs=1, limit_val_batches=0).fit(model, datamodule=datamodule)
     assert all(path in str(caught.value) for path in bad)
+    assert check_message(caught.value) == str(caught.value)  # src/train.py ends with it alone, in one line
 
 
 def test_evaluation_raises_on_a_bad_video_by_default(tiny_cfg, data_dir: Path, tmp_path: Path) -> None:

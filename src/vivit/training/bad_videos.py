@@ -91,9 +91,10 @@ class BadVideos(Callback):
         if len(bad) > limit * len(videos):
             names = sorted(bad)
             more = f" and {len(names) - 20} more" if len(names) > 20 else ""
-            raise RuntimeError(
+            raise ValueError(  # a fault of the data, answered in one line (vivit.run_directory.check_message)
                 f"{len(bad)} of the {len(videos)} training videos failed to decode, more than "
-                f"data.max_bad_videos={limit}: {', '.join(names[:20])}{more}"
+                f"data.max_bad_videos={limit}: {', '.join(names[:20])}{more}. src/check_data.py with the same "
+                "data= and data.root= names every damaged video: repair or remove them, or raise data.max_bad_videos"
             )
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int):
