@@ -90,6 +90,70 @@ def test_a_mistake_is_named_in_one_line_before_any_trial(
     assert not list(tmp_path.glob("train/sweeps/*/0"))
 
 
+@pytest.mark.parametrize(
+    ("storage", "message"),
+    [
+        ("postgres://u@127.0.0.1:1/db", "not a database URL SQLAlchemy knows (Can't load plugin"),
+        ("sqlite:////no/such/folder/study.db", "cannot open the study's database: unable to open database file"),
+        ("postgresql+psycopg2://u:secret@127.0.0.1:1/db", "postgresql+psycopg2://u:***@127.0.0.1:1/db: "),
+    ],
+    ids=["scheme", "sqlite-folder", "server"],
+)
+def test_a_storage_that_cannot_be_opened_is_named_in_one_line(
+    data_dir: Path, tmp_path: Path, storage: str, message: str
+) -> None:
+    """Without its driver (psycopg2: "no database driver") or without a server there ("cannot open"), the
+    study's database is named in one line, its password hidden."""
+    proc = run_script("train", *search_args(data_dir, tmp_path, f"hydra.sweeper.storage={storage}"))
+    assert proc.returncode != 0
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("hydra.sweeper.storage=") and message in line and "secret" not in line, line
+    assert not list(tmp_path.glob("train/sweeps/*/0"))
+
+
+def test_processes_that_share_a_study_draw_their_own_values(tmp_path: Path) -> None:
+    """Two processes working on one study with the config's sampler seed (two study handles on one database
+    here) draw different values, and each trial's values depend on the seed and its number, not on which
+    process asks: with one seeded sampler per process, the two would ask for the same values, trial for trial."""
+    from vivit.search import SeededPerTrial
+
+    sampler = OmegaConf.create({"_target_": "optuna.samplers.TPESampler", "seed": 42, "n_startup_trials": 5})
+    space = {"lr": FloatDistribution(1e-4, 1e-2, log=True), "wd": FloatDistribution(0.0, 0.3)}
+
+    def asked(storage: str, handles: int) -> list[dict]:
+        studies = [
+            optuna.create_study(storage=storage, study_name="s", sampler=SeededPerTrial(sampler), load_if_exists=True)
+            for _ in range(handles)
+        ]
+        return [studies[n % handles].ask(space).params for n in range(4)]
+
+    shared = asked(f"sqlite:///{tmp_path / 'shared.db'}", handles=2)
+    assert len({tuple(p.values()) for p in shared}) == 4
+    assert shared == asked(f"sqlite:///{tmp_path / 'alone.db'}", handles=1)
+
+
+def test_a_process_that_loses_the_race_to_create_the_tables_opens_them_again(tmp_path: Path, monkeypatch) -> None:
+    """On PostgreSQL, processes that open a new study database at once race to create its tables; a loser's
+    CREATE fails with an IntegrityError (seen with a SLURM job array), and it opens the database again."""
+    from sqlalchemy.exc import IntegrityError
+
+    import vivit.search
+
+    calls = []
+
+    def racing(url: str, **settings):
+        calls.append(url)
+        if len(calls) == 1:
+            raise IntegrityError("CREATE TYPE", {}, Exception("duplicate key value violates unique constraint"))
+        return optuna.storages.RDBStorage(url, **settings)
+
+    monkeypatch.setattr(vivit.search, "RDBStorage", racing)
+    monkeypatch.setattr(vivit.search.time, "sleep", lambda seconds: None)
+    info = {"study_name": "s", "storage": f"sqlite:///{tmp_path / 'study.db'}", "direction": "maximize"}
+    study = vivit.search.open_study(info, heartbeat=30)
+    assert len(calls) == 2 and study.study_name == "s"
+
+
 @pytest.mark.slow
 def test_search_writes_ordinary_runs_to_a_study_that_a_rerun_continues(data_dir: Path, tmp_path: Path) -> None:
     """Two trials: each an ordinary run (config, checkpoints, results.json) with its trial.json, in an SQLite

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import random
 import threading
 import time
 import warnings
@@ -64,6 +65,8 @@ class OptunaSearch:
         )
         self.sweep_dir = Path(config.hydra.sweep.dir).resolve()
         self.job_idx = 0
+        if OmegaConf.select(config, "hydra.sweeper.sampler.seed") is not None:
+            self.sampler = SeededPerTrial(config.hydra.sweeper.sampler)
 
     def sweep(self, arguments: list[str]) -> None:
         try:
@@ -87,7 +90,7 @@ class OptunaSearch:
         study = open_study(info, sampler=self.sampler, heartbeat=self.heartbeat_interval)
         if not study.get_trials(deepcopy=False):
             self.enqueue_defaults(study, space)
-        log.info("Optuna study %s in %s: %d trials so far, %d in all", info["study_name"], info["storage"],
+        log.info("Optuna study %s in %s: %d trials so far, %d in all", info["study_name"], shown(info["storage"]),
                  counted(study), self.n_trials)  # fmt: skip
         while True:
             fail_stale_trials(study)  # a killed trial (its heartbeat stopped) fails, and is enqueued to run again
@@ -189,15 +192,82 @@ def contains(space: BaseDistribution, value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and space.low <= value <= space.high
 
 
+class SeededPerTrial(optuna.samplers.BaseSampler):
+    """The configured sampler (``hydra.sweeper.sampler``), built again for each trial with its ``seed`` plus the
+    trial's number. Processes that share a study each built with the same seed would draw the same values, trial
+    for trial; this way the values of trial N depend on the seed, N and the study's history, whichever process
+    asks for them."""
+
+    def __init__(self, config: DictConfig) -> None:
+        self.config, self.sampler = config, instantiate(config)
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self.sampler = instantiate(self.config, seed=int(self.config.seed) + trial.number)
+        self.sampler.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict:
+        return self.sampler.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, space: dict) -> dict:
+        return self.sampler.sample_relative(study, trial, space)
+
+    def sample_independent(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, name: str, space: Any) -> Any:
+        return self.sampler.sample_independent(study, trial, name, space)
+
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, state: Any, values: Any) -> None:
+        self.sampler.after_trial(study, trial, state, values)
+
+
 def open_study(info: dict[str, Any], sampler: Any = None, pruner: Any = None, heartbeat: int | None = None):
     """The study of ``info`` (a search.json). With ``heartbeat`` (the sweeper), created if new, and a trial that
-    has not beaten for two intervals is failed by :func:`optuna.storages.fail_stale_trials` and enqueued again."""
-    if not heartbeat:
-        return optuna.load_study(study_name=info["study_name"], storage=info["storage"], pruner=pruner)
-    storage = RDBStorage(info["storage"], heartbeat_interval=heartbeat, grace_period=2 * heartbeat,
-                         heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback())  # fmt: skip
-    return optuna.create_study(storage=storage, study_name=info["study_name"], direction=info["direction"],
-                               sampler=sampler, load_if_exists=True)  # fmt: skip
+    has not beaten for two intervals is failed by :func:`optuna.storages.fail_stale_trials` and enqueued again.
+    A storage that cannot be opened ends the command with one line naming it (and what to install)."""
+    from sqlalchemy.exc import ArgumentError, OperationalError
+
+    url = info["storage"]
+    try:
+        if not heartbeat:
+            return optuna.load_study(study_name=info["study_name"], storage=url, pruner=pruner)
+        storage = rdb_storage(url, heartbeat_interval=heartbeat, grace_period=2 * heartbeat,
+                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback())  # fmt: skip
+        return optuna.create_study(storage=storage, study_name=info["study_name"], direction=info["direction"],
+                                   sampler=sampler, load_if_exists=True)  # fmt: skip
+    except ImportError as error:  # optuna's "Failed to import DB access module", from SQLAlchemy's ImportError
+        raise SystemExit(
+            f"hydra.sweeper.storage={shown(url)}: no database driver for it ({error.__cause__ or error}); "
+            "install one, e.g. pip install 'psycopg[binary]' for postgresql://, or pymysql for mysql+pymysql://"
+        ) from None
+    except ArgumentError as error:  # postgres://..., a misspelt dialect or driver
+        raise SystemExit(f"hydra.sweeper.storage={shown(url)}: not a database URL SQLAlchemy knows ({error})") from None
+    except OperationalError as error:  # no server there, a wrong password, a database that does not exist
+        reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+        raise SystemExit(f"hydra.sweeper.storage={shown(url)}: cannot open the study's database: {reason}") from None
+
+
+def rdb_storage(url: str, attempts: int = 5, **settings: Any) -> RDBStorage:
+    """Optuna's ``RDBStorage(url, **settings)``, which creates the database's tables when it first opens it.
+    Processes that open a new PostgreSQL database at once (a SLURM job array on one study) race to create them,
+    and the losers' ``CREATE`` fails with an ``IntegrityError``: they try again once the tables exist."""
+    from sqlalchemy.exc import IntegrityError
+
+    for attempt in range(1, attempts):
+        try:
+            return RDBStorage(url, **settings)
+        except IntegrityError:
+            log.info("the study's tables were being created by another process: opening %s again", shown(url))
+            time.sleep(attempt * random.uniform(0.5, 1.5))
+    return RDBStorage(url, **settings)  # the last attempt: its error is raised
+
+
+def shown(url: str) -> str:
+    """The storage URL ``url`` with its password hidden, as logs and reports show it."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
 
 
 def beat(storage: Any, trials: list[optuna.Trial], done: threading.Event, interval: int) -> None:
@@ -324,7 +394,7 @@ def search_markdown(info: dict[str, Any], trials: list[optuna.trial.FrozenTrial]
     return "\n".join(
         [
             f"# Search {info['study_name']}: {len(trials)} trials ({counts})\n",
-            f"Optimised: {info['metric']} ({info['direction']}); study: {info['storage']}\n",
+            f"Optimised: {info['metric']} ({info['direction']}); study: {shown(info['storage'])}\n",
             baseline_line(trials),
             markdown(["trial", "state", info["metric"], *params, "test top-1", "run"], body),
         ]

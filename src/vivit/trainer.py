@@ -131,10 +131,10 @@ def fit(trainer: L.Trainer, model: L.LightningModule, datamodule: L.LightningDat
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except SIGTERMException:
         out = trainer.default_root_dir
+        also = "" if sweep_name() is None else " (this job alone; a named sweep or search run again resumes it too)"
         log.warning(
-            "stopped by a signal: last.ckpt is in %s/checkpoints; continue with: python src/train.py resume=%s",
-            out,
-            out,
+            "stopped by a signal: last.ckpt is in %s/checkpoints; continue with: python src/train.py resume=%s%s",
+            *(out, out, also),
         )
         raise SystemExit(130 if interrupted else 143) from None  # 128 + SIGINT or SIGTERM: not finished
 
