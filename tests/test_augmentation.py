@@ -19,6 +19,7 @@ EVERYTHING = dict(
     scale_jitter=(0.9, 1.33),
     hflip_prob=0.5,
     colour_jitter_prob=1.0,
+    colour_drop_prob=0.5,
     randaugment_layers=2,
     randaugment_magnitude=20,
 )
@@ -60,15 +61,18 @@ def test_each_randaugment_op_is_the_same_on_every_frame(op: str) -> None:
 
 def test_a_batch_of_clips_is_augmented_as_each_clip_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     """The batched ops (each op on all the clips that drew it at that step, as on a GPU) give each clip exactly what
-    its own draws give it alone, as in a loader worker: clips with and without colour jitter, RandAugment with
-    Cutout, none."""
+    its own draws give it alone, as in a loader worker: clips with and without colour jitter and colour drop,
+    RandAugment with Cutout, none."""
     monkeypatch.setattr("vivit.data.photometric.CPU_CHUNK", 10**6)  # the GPU's batched path, here on the CPU
-    photometric = Photometric(colour_jitter_prob=0.7, randaugment_layers=2, randaugment_magnitude=15)
+    photometric = Photometric(
+        colour_jitter_prob=0.7, colour_drop_prob=0.3, randaugment_layers=2, randaugment_magnitude=15
+    )
     generator = torch.Generator().manual_seed(2)
     video = torch.randint(0, 256, (12, 6, 3, 20, 24), dtype=torch.uint8, generator=generator)
     torch.manual_seed(3)
     params = [photometric.draw(20, 24) for _ in range(11)] + [None]
     assert any(p["colour"] is None for p in params[:-1]) and any(p["colour"] is not None for p in params[:-1])
+    assert any(p["drop"] for p in params[:-1]) and not all(p["drop"] for p in params[:-1])
     assert len({tuple(op for op, *_ in p["randaugment"]) for p in params[:-1]}) > 5
     given = video.clone()
     batch = photometric.apply(video, params)
@@ -116,11 +120,29 @@ def test_colour_jitter_is_torchvisions_up_to_float_rounding() -> None:
         assert (ours - theirs).abs().max() <= 1 and (ours != theirs).float().mean() < 1e-3, seed
 
 
+def test_colour_drop_is_torchvisions_grayscale_of_the_jittered_clip() -> None:
+    """Colour drop (DMVR's prob_color_drop) turns the clip grey after its colour jitter, exactly as torchvision's
+    Grayscale(3) turns the jittered uint8 clip; it is drawn apart from the jitter, with its own probability."""
+    frames = torch.randint(0, 256, (4, 3, 32, 40), dtype=torch.uint8, generator=torch.Generator().manual_seed(4))
+    photometric = Photometric(colour_jitter_prob=0.8, colour_drop_prob=1.0)
+    for seed in range(6):
+        torch.manual_seed(seed)
+        params = photometric.draw(32, 40)
+        jittered = photometric.apply(frames[None], [dict(params, drop=False)])[0]
+        dropped = photometric.apply(frames[None], [params])[0]
+        assert torch.equal(dropped, F.rgb_to_grayscale(jittered, num_output_channels=3)), seed
+    torch.manual_seed(0)
+    sometimes = Photometric(colour_jitter_prob=0.8, colour_drop_prob=0.1)
+    draws = [sometimes.draw(32, 40) for _ in range(2000)]
+    assert 0.08 < sum(d["drop"] for d in draws) / len(draws) < 0.12
+    assert 0.78 < sum(d["colour"] is not None for d in draws) / len(draws) < 0.82
+
+
 def test_evaluation_and_switched_off_augmentation() -> None:
     frames = torch.randint(0, 256, (2, 36, 40, 3), dtype=torch.uint8)
     evaluation = clip_transform(False, **EVERYTHING)  # resize + centre crop only
     assert torch.equal(evaluation(frames), evaluation(frames))
-    off = dict(EVERYTHING, scale_jitter=None, hflip_prob=0.0, colour_jitter_prob=0.0)
+    off = dict(EVERYTHING, scale_jitter=None, hflip_prob=0.0, colour_jitter_prob=0.0, colour_drop_prob=0.0)
     for switched_off in (dict(off, randaugment_layers=0), dict(off, randaugment_magnitude=None)):
         transform = clip_transform(True, **switched_off)
         assert not transform.photometric and transform.prepare(frames)[1] is None  # resize and random crop only
@@ -142,6 +164,7 @@ def test_scale_jitter_scales_height_and_width_independently() -> None:
         ("scale_jitter", (1.2, 0.9)),
         ("scale_jitter", (0.9,)),
         ("colour_jitter_prob", 1.5),
+        ("colour_drop_prob", -0.1),
         ("randaugment_layers", -1),
         ("randaugment_magnitude", -3),
         ("max_bad_videos", 2.0),

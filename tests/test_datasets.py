@@ -340,18 +340,19 @@ PRESETS = {"ssv2": "ssv2", "epic_kitchens_100": "epic_kitchens"}  # regularisati
 @pytest.mark.parametrize(
     ("config", "heads", "clips", "augmentation"),
     [  # clips: (num_frames, stride, crop_size, min_resize), §7; augmentation: (scale_jitter, hflip_prob,
-        # colour_jitter_prob, RandAugment layers, magnitude), Table 7, RandAugment from the regularisation preset
-        ("kinetics400", {"label": 400}, (32, 2, 224, 256), (JITTER, 0.5, 0.8, 0, 0)),
-        ("kinetics600", {"label": 600}, (32, 2, 224, 256), (JITTER, 0.5, 0.8, 0, 0)),
-        ("kinetics700", {"label": 700}, (32, 2, 224, 256), (JITTER, 0.5, 0.8, 0, 0)),
+        # colour_jitter_prob, colour_drop_prob, RandAugment layers, magnitude), Table 7, RandAugment from the
+        # regularisation preset; colour drop: the official Kinetics configs' (DMVR's prob_color_drop)
+        ("kinetics400", {"label": 400}, (32, 2, 224, 256), (JITTER, 0.5, 0.8, 0.1, 0, 0)),
+        ("kinetics600", {"label": 600}, (32, 2, 224, 256), (JITTER, 0.5, 0.8, 0.1, 0, 0)),
+        ("kinetics700", {"label": 700}, (32, 2, 224, 256), (JITTER, 0.5, 0.8, 0.1, 0, 0)),
         # "auto": the count in the dataset's class table (MiT v1 339, v2 305; SSv2 174; EPIC 97 verbs, 300 nouns)
-        ("moments_in_time", {"label": "auto"}, (32, 2, 224, 256), (JITTER, 0.5, 0.8, 0, 0)),
-        ("ssv2", {"label": "auto"}, (32, 1, 256, 288), (JITTER, 0.0, 0.0, 2, 20)),  # left and right are classes
-        ("epic_kitchens_100", {"verb": "auto", "noun": "auto"}, (32, 1, 224, 256), (JITTER, 0.5, 0.0, 2, 15)),
-        ("video_csv", {"label": "auto"}, (32, 2, 224, 256), (JITTER, 0.5, 0.8, 0, 0)),
+        ("moments_in_time", {"label": "auto"}, (32, 2, 224, 256), (JITTER, 0.5, 0.8, 0.0, 0, 0)),
+        ("ssv2", {"label": "auto"}, (32, 1, 256, 288), (JITTER, 0.0, 0.0, 0.0, 2, 20)),  # left and right are classes
+        ("epic_kitchens_100", {"verb": "auto", "noun": "auto"}, (32, 1, 224, 256), (JITTER, 0.5, 0.0, 0.0, 2, 15)),
+        ("video_csv", {"label": "auto"}, (32, 2, 224, 256), (JITTER, 0.5, 0.8, 0.0, 0, 0)),
         # the built-in data: no augmentation (the small default model learns fast without it; left, right: classes)
-        ("moving_digits", {"verb": 6}, (8, 2, 32, None), (None, 0.0, 0.0, 0, 0)),
-        ("moving_digits_action", {"verb": 6, "noun": 10}, (8, 2, 32, None), (None, 0.0, 0.0, 0, 0)),
+        ("moving_digits", {"verb": 6}, (8, 2, 32, None), (None, 0.0, 0.0, 0.0, 0, 0)),
+        ("moving_digits_action", {"verb": 6, "noun": 10}, (8, 2, 32, None), (None, 0.0, 0.0, 0.0, 0, 0)),
     ],
 )
 def test_dataset_configs_use_the_papers_settings(
@@ -364,7 +365,8 @@ def test_dataset_configs_use_the_papers_settings(
     assert d.heads == heads and d.num_classes == ("auto" if "auto" in heads.values() else sum(heads.values()))
     assert (d.num_frames, d.stride, d.crop_size, d.min_resize) == clips
     jitter = None if d.scale_jitter is None else list(d.scale_jitter)
-    assert (jitter, d.hflip_prob, d.colour_jitter_prob, d.randaugment_layers, d.randaugment_magnitude) == augmentation
+    colour = (d.colour_jitter_prob, d.colour_drop_prob)
+    assert (jitter, d.hflip_prob, *colour, d.randaugment_layers, d.randaugment_magnitude) == augmentation
     assert d.annotations._partial_ and d.classes._partial_ and d.annotations.strict is False
     assert d.eval_split == "auto" and d.max_bad_videos == 0.01 and d.skip_bad_eval_videos is False
 

@@ -32,6 +32,7 @@ class DataSchema:
     scale_jitter: list[float] | None = MISSING
     hflip_prob: float = MISSING
     colour_jitter_prob: float = MISSING
+    colour_drop_prob: float = MISSING
     randaugment_layers: int = MISSING
     randaugment_magnitude: int = MISSING
     mean: list[float] = MISSING

@@ -129,7 +129,7 @@ def device_photometric(device: torch.device, batch: int = 16, frames: int = 32, 
     out = {}
     for name, photometric in (
         ("colour jitter", Photometric(0.8)),
-        ("colour jitter + RandAugment", Photometric(0.8, 2, 15)),
+        ("colour jitter + RandAugment", Photometric(0.8, randaugment_layers=2, randaugment_magnitude=15)),
         ("normalisation only", Photometric()),
     ):
         params = [photometric.draw(size, size) if photometric else None for _ in range(batch)]

@@ -73,6 +73,7 @@ class VideoDataModule(LightningDataModule):
         scale_jitter: Sequence[float] | None = None,
         hflip_prob: float = 0.5,
         colour_jitter_prob: float = 0.0,
+        colour_drop_prob: float = 0.0,
         randaugment_layers: int = 0,
         randaugment_magnitude: int | None = None,
         mean: Sequence[float] = (0.5, 0.5, 0.5),
@@ -126,6 +127,7 @@ class VideoDataModule(LightningDataModule):
         for key, value in (
             ("hflip_prob", hflip_prob),
             ("colour_jitter_prob", colour_jitter_prob),
+            ("colour_drop_prob", colour_drop_prob),
             ("max_bad_videos", max_bad_videos),
         ):
             if not 0.0 <= value <= 1.0:
@@ -155,10 +157,11 @@ class VideoDataModule(LightningDataModule):
         self.augmentation = dict(
             scale_jitter=None if scale_jitter is None else tuple(float(s) for s in scale_jitter),
             colour_jitter_prob=colour_jitter_prob,
+            colour_drop_prob=colour_drop_prob,
             randaugment_layers=randaugment_layers,
             randaugment_magnitude=randaugment_magnitude,
         )  # training only
-        self.photometric = Photometric(colour_jitter_prob, randaugment_layers, randaugment_magnitude)
+        self.photometric = Photometric(colour_jitter_prob, colour_drop_prob, randaugment_layers, randaugment_magnitude)
         self.max_bad_videos, self.skip_bad_eval_videos = max_bad_videos, skip_bad_eval_videos
         self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
         self.batch_size, self.num_workers = batch_size, num_workers

@@ -46,7 +46,16 @@ CLIP_KEYS = ("num_frames", "stride", "test_clips", "test_crops")  # the recipe's
 PREPARED_CODECS = ("mpeg4", "libx264")  # src/prepare_data.py's default (fastest to decode) and H.264 (smaller)
 CONF = Path(__file__).resolve().parents[3] / "conf"
 LOADER_BATCH = 8  # clips per batch of the DataLoader measurement
-RECIPE_KEYS = ("num_frames", "stride", "crop_size", "min_resize", "scale_jitter", "hflip_prob", "colour_jitter_prob")
+RECIPE_KEYS = (
+    "num_frames",
+    "stride",
+    "crop_size",
+    "min_resize",
+    "scale_jitter",
+    "hflip_prob",
+    "colour_jitter_prob",
+    "colour_drop_prob",
+)
 
 
 def sample_video(name: str) -> Path:

@@ -102,6 +102,8 @@ COLOUR_OPS: dict[str, Callable[[Tensor, Sequence[float]], Tensor]] = {
     "contrast": lambda video, f: blend(video, grey(video).mean((-3, -2, -1), keepdim=True), f),
     "saturation": lambda video, f: blend(video, grey(video), f),
     "hue": lambda video, f: adjust_hue(video, per_clip(f, video, video.ndim - 1)),
+    # colour drop (DMVR's prob_color_drop): torchvision's Grayscale(3), the luma in all three channels
+    "grey": lambda video, f: grey(video).expand_as(video).contiguous(),
 }
 
 
@@ -194,34 +196,43 @@ class ClipRandAugment:
 
 
 class Photometric:
-    """Colour jitter (:data:`COLOUR_JITTER`, with probability ``colour_jitter_prob``) then RandAugment
-    (:class:`ClipRandAugment`; off when ``randaugment_layers`` or ``randaugment_magnitude`` is 0 or None).
+    """Colour jitter (:data:`COLOUR_JITTER`, with probability ``colour_jitter_prob``), colour drop (greyscale, with
+    probability ``colour_drop_prob``: DMVR's ``prob_color_drop``, drawn apart from the jitter, as there) then
+    RandAugment (:class:`ClipRandAugment`; off when ``randaugment_layers`` or ``randaugment_magnitude`` is 0 or
+    None).
 
     :meth:`draw` makes the clip's random choices, in the loader worker under the clip's seed; :meth:`apply`
     applies them to a batch of uint8 clips on any device, in the worker (a batch of one) or after the transfer to
     a GPU, with the same result.
     """
 
-    def __init__(self, colour_jitter_prob: float = 0.0, randaugment_layers: int = 0, randaugment_magnitude=None):
-        self.colour_jitter_prob = colour_jitter_prob
+    def __init__(
+        self,
+        colour_jitter_prob: float = 0.0,
+        colour_drop_prob: float = 0.0,
+        randaugment_layers: int = 0,
+        randaugment_magnitude: int | None = None,
+    ) -> None:
+        self.colour_jitter_prob, self.colour_drop_prob = colour_jitter_prob, colour_drop_prob
         self.colour_jitter = v2.ColorJitter(**COLOUR_JITTER)
         on = randaugment_layers > 0 and bool(randaugment_magnitude)
         self.randaugment = ClipRandAugment(randaugment_layers, randaugment_magnitude) if on else None
 
     def __bool__(self) -> bool:
-        return self.colour_jitter_prob > 0 or self.randaugment is not None
+        return self.colour_jitter_prob > 0 or self.colour_drop_prob > 0 or self.randaugment is not None
 
     def draw(self, height: int, width: int) -> PhotometricParams:
         colour = None
         if self.colour_jitter_prob > 0 and float(torch.rand(())) < self.colour_jitter_prob:
             colour = self.colour_jitter.make_params([])
+        drop = self.colour_drop_prob > 0 and float(torch.rand(())) < self.colour_drop_prob  # no draw when off
         ops = self.randaugment.draw(height, width) if self.randaugment is not None else []
-        return {"colour": colour, "randaugment": ops}
+        return {"colour": colour, "drop": drop, "randaugment": ops}
 
     @staticmethod
     def steps(params: PhotometricParams | None) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:
-        """A clip's colour jitter ops in their drawn order (an op whose factor it did not draw left out), and its
-        RandAugment layers, each with its argument. Colour jitter applies first."""
+        """A clip's colour ops: jitter's in their drawn order (an op whose factor it did not draw left out), then
+        the drop to grey if drawn; and its RandAugment layers, each with its argument. Colour ops apply first."""
         if params is None:
             return [], []
         colour = []
@@ -230,6 +241,8 @@ class Photometric:
                 name = list(COLOUR_OPS)[index]
                 if (factor := params["colour"][f"{name}_factor"]) is not None:
                     colour.append((name, float(factor)))
+        if params.get("drop"):
+            colour.append(("grey", None))
         return colour, [(op, (magnitude, box)) for op, magnitude, box in params["randaugment"]]
 
     def apply(self, video: Tensor, params: Sequence[PhotometricParams | None]) -> Tensor:
@@ -284,7 +297,10 @@ class Photometric:
         return video
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(colour_jitter_prob={self.colour_jitter_prob}, randaugment={self.randaugment})"
+        return (
+            f"{type(self).__name__}(colour_jitter_prob={self.colour_jitter_prob}, "
+            f"colour_drop_prob={self.colour_drop_prob}, randaugment={self.randaugment})"
+        )
 
 
 def normalise(video: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:

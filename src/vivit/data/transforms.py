@@ -155,6 +155,7 @@ def clip_transform(
     scale_jitter: Sequence[float] | None = None,
     hflip_prob: float = 0.5,
     colour_jitter_prob: float = 0.0,
+    colour_drop_prob: float = 0.0,
     randaugment_layers: int = 0,
     randaugment_magnitude: int | None = None,
     mean: Sequence[float] = (0.5, 0.5, 0.5),
@@ -163,7 +164,8 @@ def clip_transform(
 ) -> ClipTransform:
     """ViViT's pipeline. Training: short side to ``min_resize``, height and width scaled by factors from
     ``scale_jitter`` (e.g. ``(0.9, 1.33)``; None: off), random ``crop_size`` crop, horizontal flip, colour
-    jitter (:data:`COLOUR_JITTER`) with probability ``colour_jitter_prob``, RandAugment
+    jitter (:data:`COLOUR_JITTER`) with probability ``colour_jitter_prob``, greyscale with probability
+    ``colour_drop_prob``, RandAugment
     (:class:`ClipRandAugment`; off when ``randaugment_layers`` is 0 or ``randaugment_magnitude`` is 0 or None).
     Evaluation: short side to ``min_resize``, then crop j of S spatial views for ``crop=(j, S)`` (the
     default is the centre crop). Then ``(x / 255 - mean) / std`` (0.5/0.5 gives [-1, 1]).
@@ -171,6 +173,5 @@ def clip_transform(
     if not train:
         return ClipTransform(ClipGeometry(False, crop_size, min_resize, crop=crop), Photometric(), mean, std)
     geometry = ClipGeometry(True, crop_size, min_resize, scale_jitter, hflip_prob)
-    return ClipTransform(
-        geometry, Photometric(colour_jitter_prob, randaugment_layers, randaugment_magnitude), mean, std
-    )
+    photometric = Photometric(colour_jitter_prob, colour_drop_prob, randaugment_layers, randaugment_magnitude)
+    return ClipTransform(geometry, photometric, mean, std)
