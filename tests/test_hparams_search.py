@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
 from pathlib import Path
@@ -183,6 +184,23 @@ def test_search_writes_ordinary_runs_to_a_study_that_a_rerun_continues(data_dir:
     values = [float(line.split(" | ")[2]) for line in table]
     assert len(table) == 3 and values == sorted(values, reverse=True)
     assert (sweep / "history.png").stat().st_size > 0 and (sweep / "importance.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_two_searches_started_together_share_out_one_study(data_dir: Path, tmp_path: Path) -> None:
+    """Two processes running the same search command at once (two terminals, a SLURM job array): n_trials
+    trials in all, each run once in its own directory, with values of its own; both processes end cleanly."""
+    args = search_args(data_dir, tmp_path, "hydra.sweeper.n_trials=4", "hydra.sweeper.pruner=null")
+    outputs = [tmp_path / f"search{i}.out" for i in range(2)]
+    procs = [start_script("train", *args, output=out.open("w")) for out in outputs]
+    assert [proc.wait(timeout=600) for proc in procs] == [0, 0], [out.read_text()[-2000:] for out in outputs]
+    sweep, study = study_of(tmp_path / "train" / "sweeps" / "moving_digits_lr_wd")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4
+    assert len({tuple(t.params.values()) for t in study.trials}) == 4
+    for trial in study.trials:
+        assert json.loads((sweep / str(trial.number) / "trial.json").read_text())["number"] == trial.number
+    ran = [len(re.findall(r"trial \d+ complete", out.read_text())) for out in outputs]
+    assert sum(ran) == 4, ran
 
 
 @pytest.mark.slow

@@ -31,6 +31,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 from omegaconf import MISSING, DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.pruners import NopPruner
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import TrialState
 
@@ -79,12 +80,13 @@ class OptunaSearch:
         if not space:
             raise SystemExit("search space: no key to search (hydra.sweeper.params: key: interval(a, b), ...)")
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        pruner = self.config.hydra.sweeper.pruner  # null: no pruning
         info = {
             "study_name": self.study_name or self.sweep_dir.name,
             "storage": self.storage or f"sqlite:///{self.sweep_dir / 'study.db'}",
             "direction": self.direction,
             "metric": self.config.get("optimized_metric"),
-            "pruner": OmegaConf.to_container(self.config.hydra.sweeper.pruner, resolve=True),  # for PruneTrial
+            "pruner": OmegaConf.to_container(pruner, resolve=True) if pruner is not None else None,  # PruneTrial's
         }
         (self.sweep_dir / SEARCH_FILE).write_text(json.dumps(info, indent=1))
         study = open_study(info, sampler=self.sampler, heartbeat=self.heartbeat_interval)
@@ -299,7 +301,7 @@ class PruneTrial(Callback):
         self.active = stage == "fit" and search.is_file()
         if self.active and trainer.is_global_zero:
             info = json.loads(search.read_text())
-            study = open_study(info, pruner=instantiate(info["pruner"]) if info.get("pruner") else None)
+            study = open_study(info, pruner=instantiate(info["pruner"]) if info.get("pruner") else NopPruner())
             here = str(Path(trainer.default_root_dir).resolve())
             running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
             found = [t for t in running if t.user_attrs.get(DIRECTORY_ATTR) == here]
