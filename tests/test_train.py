@@ -131,6 +131,7 @@ NOISE = {  # what a run's console must not show: each needs no action, or is Lig
     "LeafSpec": "LeafSpec",  # torch's deprecation, inside Lightning
     "W&B anonymous": "The anonymous setting has no effect",
     "ANSI": "\x1b[1",  # W&B's colours (progress bars' cursor moves aside)
+    "srun": "The `srun` command is available",  # where SLURM is installed: a hint for SLURM jobs, and this is none
 }
 
 

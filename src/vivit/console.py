@@ -30,6 +30,10 @@ if logging.getLogger().hasHandlers():
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda r: not r.getMessage().startswith("💡 Tip"))
 # Lightning 2.6 builds torch's deprecated LeafSpec in its own code; nothing a user can change (a later Lightning).
 warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning, r"lightning\.")
+# On a machine with SLURM's srun (a cluster's login node), Lightning advises twice per run to prepend srun; it does so
+# only outside a SLURM allocation, where the run is not a SLURM job (cluster=slurm and hydra/launcher=slurm run theirs
+# under SLURM, README).
+warnings.filterwarnings("ignore", r"The `srun` command is available on your system", module=r"lightning\.")
 
 
 @rank_zero_only
