@@ -133,26 +133,42 @@ def test_processes_that_share_a_study_draw_their_own_values(tmp_path: Path) -> N
     assert shared == asked(f"sqlite:///{tmp_path / 'alone.db'}", handles=1)
 
 
-def test_a_process_that_loses_the_race_to_create_the_tables_opens_them_again(tmp_path: Path, monkeypatch) -> None:
-    """On PostgreSQL, processes that open a new study database at once race to create its tables; a loser's
-    CREATE fails with an IntegrityError (seen with a SLURM job array), and it opens the database again."""
-    from sqlalchemy.exc import IntegrityError
+@pytest.mark.parametrize(
+    ("error", "reason", "calls"),
+    [  # what each database told the process that lost the race (seen here), and an error that is no race
+        ("IntegrityError", 'duplicate key value violates unique constraint "pg_type_typname_nsp_index"', 2),
+        ("OperationalError", "table alembic_version already exists", 2),
+        ("OperationalError", "connection refused", 1),
+    ],
+    ids=["postgresql", "sqlite", "no-race"],
+)
+def test_a_process_that_loses_the_race_to_create_the_tables_opens_them_again(
+    tmp_path: Path, monkeypatch, error: str, reason: str, calls: int
+) -> None:
+    """Processes that open a new study database at once race to create its tables; a loser's CREATE fails (seen
+    with a SLURM job array on PostgreSQL, and two searches started together on SQLite), and it opens the
+    database again. Any other error is raised at once."""
+    import sqlalchemy.exc
 
     import vivit.search
 
-    calls = []
+    opened = []
 
     def racing(url: str, **settings):
-        calls.append(url)
-        if len(calls) == 1:
-            raise IntegrityError("CREATE TYPE", {}, Exception("duplicate key value violates unique constraint"))
+        opened.append(url)
+        if len(opened) == 1:
+            raise getattr(sqlalchemy.exc, error)("CREATE TABLE", {}, Exception(reason))
         return optuna.storages.RDBStorage(url, **settings)
 
     monkeypatch.setattr(vivit.search, "RDBStorage", racing)
     monkeypatch.setattr(vivit.search.time, "sleep", lambda seconds: None)
     info = {"study_name": "s", "storage": f"sqlite:///{tmp_path / 'study.db'}", "direction": "maximize"}
-    study = vivit.search.open_study(info, heartbeat=30)
-    assert len(calls) == 2 and study.study_name == "s"
+    if calls == 1:
+        with pytest.raises(SystemExit, match="cannot open the study's database: connection refused"):
+            vivit.search.open_study(info, heartbeat=30)
+    else:
+        assert vivit.search.open_study(info, heartbeat=30).study_name == "s"
+    assert len(opened) == calls
 
 
 @pytest.mark.slow

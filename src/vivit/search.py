@@ -13,6 +13,7 @@ run. :func:`write_search_report`: the trials, best first, and Optuna's plots (``
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import math
@@ -20,6 +21,8 @@ import random
 import threading
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,7 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 
 SEARCH_FILE = "search.json"  # in the sweep directory: the study (storage, name), its metric and pruner
+SEARCH_LOCK = ".search.lock"  # in the sweep directory: held while a process opens the study (one_at_a_time)
 TRIAL_FILE = "trial.json"  # in each trial's directory: its number, state, value and parameters
 DIRECTORY_ATTR = "directory"  # the user attribute of a trial that holds its run directory
 PRUNED_ATTR = "pruned_at_epoch"  # set by PruneTrial when the pruner stops the trial
@@ -89,9 +93,10 @@ class OptunaSearch:
             "pruner": OmegaConf.to_container(pruner, resolve=True) if pruner is not None else None,  # PruneTrial's
         }
         (self.sweep_dir / SEARCH_FILE).write_text(json.dumps(info, indent=1))
-        study = open_study(info, sampler=self.sampler, heartbeat=self.heartbeat_interval)
-        if not study.get_trials(deepcopy=False):
-            self.enqueue_defaults(study, space)
+        with one_at_a_time(self.sweep_dir / SEARCH_LOCK):  # processes started together: one study, one trial 0
+            study = open_study(info, sampler=self.sampler, heartbeat=self.heartbeat_interval)
+            if not study.get_trials(deepcopy=False):
+                self.enqueue_defaults(study, space)
         log.info("Optuna study %s in %s: %d trials so far, %d in all", info["study_name"], shown(info["storage"]),
                  counted(study), self.n_trials)  # fmt: skip
         while True:
@@ -246,16 +251,34 @@ def open_study(info: dict[str, Any], sampler: Any = None, pruner: Any = None, he
         raise SystemExit(f"hydra.sweeper.storage={shown(url)}: cannot open the study's database: {reason}") from None
 
 
+# What a process that loses the race to create a new study database's tables is told: PostgreSQL "duplicate key
+# value violates unique constraint", SQLite "table alembic_version already exists" or "database is locked".
+TABLES_RACE = ("duplicate key", "already exists", "database is locked")
+
+
+@contextmanager
+def one_at_a_time(path: Path) -> Iterator[None]:
+    """Holds the kernel's exclusive lock (``flock``) on ``path`` for the block: searches started together in one
+    sweep directory open (and create) their study in turn, so that only the first enqueues the defaults trial."""
+    with path.open("a") as file:
+        fcntl.flock(file, fcntl.LOCK_EX)
+        yield
+
+
 def rdb_storage(url: str, attempts: int = 5, **settings: Any) -> RDBStorage:
     """Optuna's ``RDBStorage(url, **settings)``, which creates the database's tables when it first opens it.
-    Processes that open a new PostgreSQL database at once (a SLURM job array on one study) race to create them,
-    and the losers' ``CREATE`` fails with an ``IntegrityError``: they try again once the tables exist."""
-    from sqlalchemy.exc import IntegrityError
+    Processes that open a new database at once race to create them, and the losers' ``CREATE`` fails
+    (:data:`TABLES_RACE`): they try again once the tables exist. Any other error is raised at once. (Searches in
+    one sweep directory open it in turn, :func:`one_at_a_time`; this is for the others, and for a file system
+    whose locks do not hold across machines.)"""
+    from sqlalchemy.exc import DBAPIError
 
     for attempt in range(1, attempts):
         try:
             return RDBStorage(url, **settings)
-        except IntegrityError:
+        except DBAPIError as error:
+            if not any(text in str(error.orig) for text in TABLES_RACE):
+                raise
             log.info("the study's tables were being created by another process: opening %s again", shown(url))
             time.sleep(attempt * random.uniform(0.5, 1.5))
     return RDBStorage(url, **settings)  # the last attempt: its error is raised
