@@ -267,7 +267,8 @@ class Photometric:
     def run_plans(
         cls, video: Tensor, colour: Sequence[list[tuple[str, Any]]], randaugment: Sequence[list[tuple[str, Any]]]
     ) -> Tensor:
-        """Each clip's colour jitter steps (on the clips as floats), then its RandAugment steps (on uint8)."""
+        """Each clip's colour steps (jitter, then drop; on the clips as floats), then its RandAugment steps (on
+        uint8)."""
         if any(colour):
             as_floats = video.to(torch.float32, memory_format=torch.contiguous_format)  # planes: the ops run faster
             video = cls.run_grouped(as_floats, colour, COLOUR_OPS.__getitem__).to(torch.uint8)
